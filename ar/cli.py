@@ -1,0 +1,165 @@
+"""Wires typer to the command functions; nothing else. Each command's logic lives in
+ar/commands/<name>.py and is imported only when that command runs (start-up time matters:
+the agent calls `ar` every iteration)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ar.errors import EXIT_USAGE, ArError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="autoresearch helper runtime: one command per ML experiment iteration.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Expr = Annotated[Optional[str], typer.Option("--expr", help="Experiment slug (default: the current one).")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+@app.command()
+def init(
+    expr: Annotated[str, typer.Option("--expr", help="Slug of the new experiment, e.g. 261122-lr-warmup.")],
+    goal: Annotated[str, typer.Option(help="What the experiment should achieve.")],
+    primary_metric: Annotated[str, typer.Option(help="Metric name the training reports, e.g. val_loss.")],
+    primary_direction: Annotated[str, typer.Option(help="min or max.")],
+    runner: Annotated[str, typer.Option(help="Launch command; {python} and {train_py} are filled in.")] = "{python} {train_py}",
+    seconds: Annotated[int, typer.Option(help="Time limit per run.")] = 300,
+    metric_backend: Annotated[str, typer.Option(help="Where metrics come from: log.")] = "log",
+    constraints: Annotated[Optional[List[str]], typer.Option(help="Hard limit 'name<=value' (repeatable).")] = None,
+    mutation_scope: Annotated[str, typer.Option(help="What the agent may change in train.py.")] = "",
+    log_pattern: Annotated[Optional[str], typer.Option(help="Regex with a {name} placeholder, or (?P<name>) and (?P<value>) groups.")] = None,
+) -> int:
+    """Scaffold an experiment under .autoresearch/ and print its slug."""
+    from ar.commands.init import init_experiment
+
+    print(init_experiment(Path.cwd(), expr, goal, primary_metric, primary_direction, runner, seconds, metric_backend, constraints, mutation_scope, log_pattern))
+    return 0
+
+
+@app.command()
+def session(
+    expr: Expr = None,
+    seconds: Annotated[Optional[int], typer.Option(help="Time limit per run.")] = None,
+    max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
+    plateau: Annotated[Optional[int], typer.Option(help="Stop after N scored runs without improvement.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Stop once the best reaches this value.")] = None,
+    unlimited: Annotated[bool, typer.Option(help="Clear max-runs, plateau and threshold.")] = False,
+    max_failures: Annotated[Optional[int], typer.Option(help="Stop after N crashes/timeouts/invalids in a row.")] = None,
+    chain_mode: Annotated[Optional[str], typer.Option(help="disabled, max_n or unlimited.")] = None,
+    chain_max: Annotated[Optional[int], typer.Option(help="Follow-up experiments allowed with max_n.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="continue, revert-best, or fresh (wipes runs and best; needs --yes).")] = None,
+    ack_baseline: Annotated[bool, typer.Option(help="Record that the first run is the baseline.")] = False,
+    yes: Annotated[bool, typer.Option(help="Confirm --resume fresh.")] = False,
+    json: Json = False,
+) -> int:
+    """Show the loop settings, or set them."""
+    from ar.commands.session import session_command
+
+    return session_command(
+        expr, json, seconds=seconds, max_runs=max_runs, plateau=plateau, threshold=threshold, unlimited=unlimited,
+        max_failures=max_failures, chain_mode=chain_mode, chain_max=chain_max, resume=resume, ack_baseline=ack_baseline, yes=yes,
+    )
+
+
+@app.command()
+def run(
+    expr: Expr = None,
+    seconds: Annotated[Optional[int], typer.Option(help="Time limit for this run (default: the session's).")] = None,
+    wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).")] = None,
+) -> int:
+    """Run one iteration: snapshot, launch, watch, judge, keep or restore train.py."""
+    from ar.commands.run import run_command
+
+    return run_command(expr, seconds, wait)
+
+
+@app.command()
+def wait(
+    expr: Expr = None,
+    wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).")] = None,
+) -> int:
+    """Re-attach to the running iteration and print what `ar run` would have printed."""
+    from ar.commands.attach import wait_command
+
+    return wait_command(expr, wait)
+
+
+@app.command()
+def stop(expr: Expr = None) -> int:
+    """Interrupt the running iteration (its verdict: interrupted)."""
+    from ar.commands.attach import stop_command
+
+    return stop_command(expr)
+
+
+@app.command()
+def status(
+    expr: Expr = None,
+    compact: Annotated[bool, typer.Option(help="At most 10 lines (the default view).")] = False,
+    last: Annotated[int, typer.Option(help="Also list the last N runs, one line each.")] = 0,
+    json: Json = False,
+) -> int:
+    """Where the experiment stands: best, counts, termination progress."""
+    from ar.commands.status import status_command
+
+    return status_command(expr, compact, last, json)
+
+
+@app.command()
+def tail(
+    expr: Expr = None,
+    run: Annotated[Optional[str], typer.Option("--run", help="Run id (default: the last run).")] = None,
+    lines: Annotated[int, typer.Option(help="At most this many lines.")] = 30,
+) -> int:
+    """End of a run's log, focused on its last traceback."""
+    from ar.commands.tail import tail_command
+
+    return tail_command(expr, run, lines)
+
+
+@app.command()
+def report(expr: Expr = None, json: Json = False) -> int:
+    """Bounded Markdown summary of the experiment."""
+    from ar.commands.report import report_command
+
+    return report_command(expr, json)
+
+
+@app.command()
+def demo(
+    dir: Annotated[Optional[Path], typer.Option("--dir", help="Build the demo project here (default: a temp dir).")] = None,
+) -> int:
+    """Build a throwaway project and drive five real iterations through `ar run`."""
+    from ar.commands.demo import demo_command
+
+    return demo_command(dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import click
+
+    debug = "--debug" in (argv if argv is not None else sys.argv)
+    args = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
+    try:
+        code = app(args=args, prog_name="ar", standalone_mode=False)
+    except ArError as exc:
+        if debug:
+            raise
+        print(exc.line(), file=sys.stderr)
+        sys.exit(exc.code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else 1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("ar: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,71 @@
+"""`ar wait` and `ar stop`: re-attach to, or interrupt, the iteration another process owns."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from ar import lines
+from ar.durable import read_json
+from ar.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNNING, ArError
+from ar.experiments import resolve_experiment
+from ar.iteration import busy_error, exit_code, repair
+from ar.layout import ExperimentPaths, format_run_id
+from ar.lock import IterationLock
+from ar.state import load_state
+
+STOP_TIMEOUT = 120  # the watchdog's grace (30 s at most) plus time to record the run
+
+
+def wait_command(expr: str | None, wait: float | None) -> int:
+    paths = resolve_experiment(expr)
+    with IterationLock(paths.lock) as lock:
+        running, run_id = _running(paths, lock)
+        if running:
+            try:
+                finished = lock.acquire(wait)
+            except KeyboardInterrupt:
+                print(f"detached; {run_id or 'the run'} is still running (interrupt it with `ar stop`)")
+                return EXIT_RUNNING
+            if not finished:
+                print(lines.still_running(run_id or "the run"))
+                return EXIT_RUNNING
+        return _print_result(paths, run_id)
+
+
+def stop_command(expr: str | None) -> int:
+    paths = resolve_experiment(expr)
+    with IterationLock(paths.lock) as lock:
+        running, run_id = _running(paths, lock)
+        if not running:
+            print("no run is in progress")
+            return EXIT_OK
+        active = read_json(paths.active, "")
+        os.kill(active["pid"], signal.SIGTERM)  # the supervisor turns this into an interrupt
+        if not lock.acquire(STOP_TIMEOUT):
+            raise busy_error(paths)
+        return _print_result(paths, run_id)
+
+
+def _running(paths: ExperimentPaths, lock: IterationLock) -> tuple[bool, str | None]:
+    """Whether a run is in progress, and its id when already recorded; when not, we hold the lock."""
+    if lock.try_acquire():
+        return False, None
+    try:
+        return True, read_json(paths.active, "")["run_id"]
+    except (ArError, KeyError, TypeError):
+        return True, None  # its owner has not written .ar-active.json yet
+
+
+def _print_result(paths: ExperimentPaths, run_id: str | None) -> int:
+    """Caller holds the lock: repair first (the owner may have died), then print the run's lines."""
+    repair(paths)
+    if run_id is None:
+        last = load_state(paths).last_run
+        if last == 0:
+            raise ArError(f"experiment '{paths.slug}' has no runs yet", "start one with `ar run`")
+        run_id = format_run_id(last)
+    result = read_json(paths.run(run_id).result, "run `ar status` to repair the experiment")
+    for line in lines.all_lines(paths, result):
+        print(line)
+    return exit_code(result)

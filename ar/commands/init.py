@@ -1,0 +1,137 @@
+"""`ar init`: scaffold an experiment. Validates every input before creating anything, then
+builds the experiment in a temporary directory and renames it into place (atomic)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ar import results_log
+from ar.constraints import parse_constraint
+from ar.durable import sha256_file, write_bytes_atomic
+from ar.errors import ArError
+from ar.experiments import set_current
+from ar.iteration import utc_now
+from ar.layout import ExperimentPaths, ProjectPaths, check_slug
+from ar.logscan import compile_pattern
+from ar.settings import DEFAULT_RUNNER, DIRECTIONS, Experiment, Loop, Session, save_session
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+METRIC_BACKENDS = ("log",)
+MAX_SECONDS = 7 * 24 * 3600
+_LOG_NAME = re.compile(r"[A-Za-z_][\w./-]*")  # what the default log pattern can find
+
+
+def init_experiment(
+    root: Path,
+    slug: str,
+    goal: str,
+    primary_metric: str,
+    primary_direction: str,
+    runner: str = DEFAULT_RUNNER,
+    seconds: int = 300,
+    metric_backend: str = "log",
+    constraints: list[str] | None = None,
+    mutation_scope: str = "",
+    log_pattern: str | None = None,
+) -> str:
+    project = ProjectPaths(root.resolve())
+    paths = project.experiment(check_slug(slug))
+    parsed = [parse_constraint(c) for c in constraints or []]
+    _validate(goal, primary_metric, primary_direction, runner, seconds, metric_backend, log_pattern)
+    if paths.dir.exists():
+        raise ArError(f"experiment '{slug}' already exists ({paths.dir})", "choose another --expr slug")
+    experiment = Experiment(
+        slug=slug,
+        goal=goal,
+        primary_metric=primary_metric,
+        primary_direction=primary_direction,
+        runner=runner,
+        metric_backend=metric_backend,
+        log_pattern=log_pattern,
+        constraints=tuple(str(c) for c in parsed),
+        mutation_scope=mutation_scope or "anything in train.py: model, optimiser, schedule, hyperparameters",
+        created_at=utc_now(),
+    )
+    project.state_dir.mkdir(exist_ok=True)
+    staged = ExperimentPaths(project.root, slug, project.state_dir / f".init-{slug}-{os.getpid()}")
+    shutil.rmtree(staged.dir, ignore_errors=True)
+    try:
+        _write_experiment(staged, experiment, seconds)
+        os.rename(staged.dir, paths.dir)  # the experiment appears whole or not at all
+    except BaseException:
+        shutil.rmtree(staged.dir, ignore_errors=True)
+        raise
+    _write_shim(project)
+    set_current(project, slug)
+    return slug
+
+
+def _validate(goal, metric, direction, runner, seconds, backend, log_pattern) -> None:
+    if not goal.strip():
+        raise ArError("--goal is empty", "say what the experiment should achieve, e.g. --goal 'lower val_loss'")
+    if not metric.strip() or len(metric) > 100 or any(ord(ch) < 32 for ch in metric):
+        raise ArError(f"--primary-metric {metric!r} is not a usable metric name", "use the name your training prints, e.g. val_loss")
+    if direction not in DIRECTIONS:
+        raise ArError(f"--primary-direction {direction!r} is not min or max", "use --primary-direction min or max")
+    if not runner.strip():
+        raise ArError("--runner is empty", f"omit it for the default {DEFAULT_RUNNER!r}")
+    if not 1 <= seconds <= MAX_SECONDS:
+        raise ArError(f"--seconds {seconds} is out of range", f"give 1 to {MAX_SECONDS} seconds per run")
+    if backend not in METRIC_BACKENDS:
+        raise ArError(f"--metric-backend {backend!r} is not available", f"use one of: {', '.join(METRIC_BACKENDS)}")
+    if log_pattern is not None:
+        try:
+            compile_pattern(log_pattern)
+        except ValueError as exc:
+            raise ArError(f"--log-pattern: {exc}", "see the README section on metric extraction") from None
+    elif not _LOG_NAME.fullmatch(metric):
+        raise ArError(
+            f"the default log pattern cannot find a metric named {metric!r}",
+            "rename the metric to letters, digits, _ . / - or give --log-pattern with a {name} placeholder",
+        )
+
+
+def _render(template: str, values: dict[str, str]) -> str:
+    text = (TEMPLATES / template).read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace(f"__{key}__", value)
+    return text
+
+
+def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: int) -> None:
+    staged.dir.mkdir()
+    staged.runs.mkdir()
+    md = {
+        "SLUG": experiment.slug,
+        "GOAL": experiment.goal.strip(),
+        "METRIC": experiment.primary_metric,
+        "DIRECTION": experiment.primary_direction,
+        "BACKEND": experiment.metric_backend,
+        "CONSTRAINTS": ", ".join(experiment.constraints) or "none",
+        "SCOPE": experiment.mutation_scope,
+        "RUNNER": experiment.runner,
+        "SECONDS": str(seconds),
+    }
+    staged.program_md.write_text(_render("program.md", md), encoding="utf-8")
+    staged.prepare_py.write_text(_render("prepare.py", {"SLUG": experiment.slug}), encoding="utf-8")
+    # repr() gives a valid Python literal for any text: quotes, backslashes, newlines, unicode
+    train = _render("train.py", {"METRIC": repr(experiment.primary_metric), "DIRECTION": repr(experiment.primary_direction)})
+    staged.train_py.write_text(train, encoding="utf-8")
+    staged.baseline_py.write_text(train, encoding="utf-8")
+    results_log.create(staged.results)
+    protected = {p.name: sha256_file(p) for p in (staged.prepare_py, staged.program_md)}
+    save_session(staged.session, Session(replace(experiment, protected=protected), Loop(seconds=seconds)))
+
+
+def _write_shim(project: ProjectPaths) -> None:
+    """Written when absent, or rewritten when the interpreter it names has gone (ar reinstalled)."""
+    if project.shim.exists() and repr(sys.executable) in project.shim.read_text(encoding="utf-8", errors="replace"):
+        return
+    source = Path(__file__).resolve().parents[2]
+    text = _render("shim.py", {"AR_PYTHON": repr(sys.executable), "AR_SOURCE": repr(str(source))})
+    write_bytes_atomic(project.shim, text.encode(), mode=0o755)

@@ -1,0 +1,116 @@
+"""`ar report`: a bounded Markdown summary (the same size at 10 runs or 10,000).
+
+It streams results.tsv once and keeps only fixed-size windows: the kept changes, the recent
+failures, the last runs, and a 10-bucket trend of the primary metric.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import orjson
+
+from ar import results_log
+from ar.best import load_best
+from ar.durable import read_json_or_none
+from ar.experiments import resolve_experiment
+from ar.iteration import best_value, limits_of
+from ar.layout import ExperimentPaths
+from ar.lines import number
+from ar.settings import load_session
+from ar.state import FAILURE_STATUSES, load_state
+from ar.termination import terminated_by
+from ar.verdict import is_better
+
+KEPT = 10
+FAILURES = 5
+LAST = 10
+BUCKETS = 10
+TEXT_CHARS = 300
+
+
+def report_command(expr: str | None, as_json: bool) -> int:
+    paths = resolve_experiment(expr)
+    data = collect(paths)
+    print(orjson.dumps(data).decode() if as_json else render(data))
+    return 0
+
+
+def collect(paths: ExperimentPaths) -> dict:
+    session = load_session(paths)
+    state = load_state(paths)
+    best = load_best(paths)
+    direction = session.experiment.primary_direction
+    kept, failures, last = deque(maxlen=KEPT), deque(maxlen=FAILURES), deque(maxlen=LAST)
+    trend: list[dict | None] = [None] * BUCKETS
+    total = max(state.runs, 1)
+    for index, row in enumerate(results_log.iter_rows(paths.results)):
+        last.append(_brief(row))
+        if row["verdict"] == "advance":
+            kept.append(_brief(row))
+        if row["status"] in FAILURE_STATUSES:
+            failures.append(row)
+        if row["status"] == "ok" and row["value"] is not None:
+            bucket = min(index * BUCKETS // total, BUCKETS - 1)
+            cell = trend[bucket]
+            if cell is None or is_better(row["value"], cell["value"], direction):
+                trend[bucket] = {"run_id": row["run_id"], "value": row["value"]}
+    return {
+        "expr": paths.slug,
+        "goal": _short(session.experiment.goal),
+        "primary": {"name": session.experiment.primary_metric, "direction": direction},
+        "runs": state.runs,
+        "counts": state.counts,
+        "terminated_by": terminated_by(limits_of(session), state.counters(best_value(best))),
+        "baseline": state.baseline,
+        "best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
+        "kept_changes": list(kept),
+        "failures": [_failure(paths, row) for row in failures],
+        "trend": [cell for cell in trend if cell],
+        "last_runs": list(last),
+    }
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
+
+
+def _brief(row: dict) -> dict:
+    return {"run_id": row["run_id"], "verdict": row["verdict"], "value": row["value"], "note": _short(row["note"])[:120]}
+
+
+def _failure(paths: ExperimentPaths, row: dict) -> dict:
+    result = read_json_or_none(paths.run(row["run_id"]).result) or {}
+    return {**_brief(row), "status": row["status"], "reason": _short(str(result.get("reason") or ""))[:160]}
+
+
+def render(d: dict) -> str:
+    p = d["primary"]
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1]))
+    out = [
+        f"# Report: {d['expr']}",
+        f"Goal: {d['goal']}",
+        f"Primary: {p['name']} ({p['direction']}); runs {d['runs']}" + (f" ({counts})" if counts else "")
+        + f"; terminated: {d['terminated_by'] or 'no'}",
+        "",
+        "## Baseline vs best",
+    ]
+    base, best = d["baseline"], d["best"]
+    if best:
+        change = ""
+        if base and base["value"]:
+            change = f" ({(best['value'] - base['value']) / abs(base['value']) * 100:+.1f}% vs baseline)"
+        out.append(f"- baseline: {base['run_id']} {number(base['value'])}" if base else "- baseline: none")
+        out.append(f"- best: {best['run_id']} {number(best['value'])}{change}")
+    else:
+        out.append("- no valid run yet")
+    out += ["", f"## Kept changes (last {KEPT})"]
+    out += [f"- {r['run_id']} {number(r['value'])}: {r['note']}" for r in d["kept_changes"]] or ["- none"]
+    out += ["", f"## Recent failures (last {FAILURES})"]
+    out += [f"- {r['run_id']} {r['status']}: {r['reason'] or '?'} ({r['note']})" for r in d["failures"]] or ["- none"]
+    out += ["", f"## Trend of {p['name']} (best per tenth of the runs)"]
+    out.append(" -> ".join(f"{c['run_id']} {number(c['value'])}" for c in d["trend"]) or "no scored runs")
+    out += ["", f"## Last {LAST} runs"]
+    out += [f"- {r['run_id']} {r['verdict']} {number(r['value'])}: {r['note']}" for r in d["last_runs"]] or ["- none"]
+    return "\n".join(out)

@@ -1,0 +1,16 @@
+"""`ar run`: one iteration (the steps are in ar/iteration.py)."""
+
+from __future__ import annotations
+
+from ar.commands.init import MAX_SECONDS
+from ar.errors import ArError
+from ar.experiments import resolve_experiment
+from ar.iteration import run_iteration
+
+
+def run_command(expr: str | None, seconds: int | None, wait: float | None) -> int:
+    if seconds is not None and not 1 <= seconds <= MAX_SECONDS:
+        raise ArError(f"--seconds {seconds} is out of range", f"give 1 to {MAX_SECONDS} seconds")
+    if wait is not None and wait < 0:
+        raise ArError(f"--wait {wait} is negative", "give the seconds to wait before returning, e.g. --wait 540")
+    return run_iteration(resolve_experiment(expr), seconds, wait)

@@ -1,0 +1,110 @@
+"""`ar session`: show or set the loop settings; the only writer of .ar-session.json after init."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, replace
+
+import orjson
+
+from ar import results_log
+from ar.best import load_best, restore_train_py
+from ar.commands.init import MAX_SECONDS
+from ar.errors import ArError
+from ar.experiments import resolve_experiment
+from ar.iteration import busy_error, repair
+from ar.layout import ExperimentPaths
+from ar.lock import IterationLock
+from ar.settings import CHAIN_MODES, RESUME_MODES, Session, load_session, save_session
+from ar.state import LoopState, load_state, save_state
+
+
+def session_command(expr: str | None, as_json: bool, **flags) -> int:
+    paths = resolve_experiment(expr)
+    session = load_session(paths)
+    changed = _apply_flags(session, flags)
+    if flags["resume"] is not None:
+        _resume(paths, changed, flags["resume"], flags["yes"])
+    if changed != session:
+        save_session(paths.session, changed)
+    if as_json:
+        print(orjson.dumps({"experiment": asdict(changed.experiment), "loop": asdict(changed.loop)}).decode())
+    else:
+        print("\n".join(describe(changed)))
+    return 0
+
+
+def _positive(flag: str, value, upper: int | None = None):
+    if value is not None and (value < 1 or (upper is not None and value > upper)):
+        raise ArError(f"--{flag} {value} is out of range", f"give a whole number from 1{f' to {upper}' if upper else ''}")
+    return value
+
+
+def _apply_flags(session: Session, f: dict) -> Session:
+    loop = session.loop
+    changes = {}
+    for flag, key in (("seconds", "seconds"), ("max_runs", "max_runs"), ("plateau", "plateau"), ("max_failures", "max_failures"), ("chain_max", "chain_max")):
+        if f[key] is not None:
+            changes[key] = _positive(flag.replace("_", "-"), f[key], MAX_SECONDS if key == "seconds" else None)
+    if f["threshold"] is not None:
+        if not math.isfinite(f["threshold"]):
+            raise ArError(f"--threshold {f['threshold']} is not a finite number", "give the target value of the primary metric")
+        changes["threshold"] = f["threshold"]
+    if f["unlimited"]:
+        if any(k in changes for k in ("max_runs", "plateau", "threshold")):
+            raise ArError("--unlimited clears --max-runs, --plateau and --threshold", "give either --unlimited or those limits")
+        changes.update(max_runs=None, plateau=None, threshold=None)
+    if f["chain_mode"] is not None:
+        if f["chain_mode"] not in CHAIN_MODES:
+            raise ArError(f"--chain-mode {f['chain_mode']!r} is unknown", f"use one of: {', '.join(CHAIN_MODES)}")
+        changes["chain_mode"] = f["chain_mode"]
+    if changes.get("chain_mode", loop.chain_mode) == "max_n" and changes.get("chain_max", loop.chain_max) is None:
+        raise ArError("--chain-mode max_n needs a number of follow-up experiments", "add --chain-max N")
+    if f["resume"] is not None:
+        if f["resume"] not in RESUME_MODES:
+            raise ArError(f"--resume {f['resume']!r} is unknown", f"use one of: {', '.join(RESUME_MODES)}")
+        if f["resume"] == "fresh" and not f["yes"]:
+            raise ArError("--resume fresh deletes every run and the best", "add --yes to confirm")
+        changes["resume"] = f["resume"]
+    if f["ack_baseline"]:
+        changes["baseline_acknowledged"] = True
+    return session.with_loop(**changes) if changes else session
+
+
+def _resume(paths: ExperimentPaths, session: Session, mode: str, confirmed: bool) -> None:
+    """Apply a resume choice; it touches runs and train.py, so it needs the iteration lock."""
+    with IterationLock(paths.lock) as lock:
+        if not lock.try_acquire():
+            raise busy_error(paths)
+        repair(paths)
+        if mode == "fresh":
+            _wipe(paths)
+            return
+        if mode == "revert-best":
+            restore_train_py(paths, load_best(paths))
+        state = load_state(paths)
+        if state.manual_stop:
+            save_state(paths, replace(state, manual_stop=False))
+
+
+def _wipe(paths: ExperimentPaths) -> None:
+    # best.json goes first, so nothing points into runs/ while they go; a kill midway leaves a
+    # consistent but half-wiped experiment, and running the command again finishes the job.
+    paths.best.unlink(missing_ok=True)
+    shutil.rmtree(paths.best_ckpt, ignore_errors=True)
+    restore_train_py(paths, None)
+    shutil.rmtree(paths.runs, ignore_errors=True)
+    paths.runs.mkdir()
+    paths.results.unlink(missing_ok=True)
+    results_log.create(paths.results)
+    save_state(paths, LoopState())
+
+
+def describe(session: Session) -> list[str]:
+    e, loop = session.experiment, session.loop
+    return [
+        f"expr {e.slug}: {e.primary_direction} {e.primary_metric} via {e.metric_backend}; runner {e.runner}",
+        f"seconds {loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
+        f"chain_mode {loop.chain_mode}, chain_max {loop.chain_max}, resume {loop.resume}, baseline_acknowledged {str(loop.baseline_acknowledged).lower()}",
+    ]

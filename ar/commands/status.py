@@ -1,0 +1,96 @@
+"""`ar status`: where the experiment stands, in at most 10 lines (or --last N runs, or JSON).
+
+Reads only small files (settings, counters, best, the tail of results.tsv), so its cost does
+not grow with the number of runs.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ar import lines, results_log
+from ar.best import load_best, train_py_in_sync
+from ar.durable import read_json_or_none
+from ar.experiments import resolve_experiment
+from ar.iteration import best_value, limits_of, repair
+from ar.layout import ExperimentPaths
+from ar.lock import IterationLock
+from ar.settings import load_session
+from ar.state import load_state
+from ar.termination import progress, terminated_by
+
+MAX_LAST = 50
+NOTE_CHARS = 80
+
+
+def status_command(expr: str | None, compact: bool, last: int, as_json: bool) -> int:
+    paths = resolve_experiment(expr)
+    with IterationLock(paths.lock) as lock:
+        running = None if lock.try_acquire() else (read_json_or_none(paths.active) or {"run_id": "a run"})
+        if running is None:
+            repair(paths)  # cheap when nothing is pending
+    data = collect(paths, running, min(max(last, 0), MAX_LAST))
+    if as_json:
+        print(orjson.dumps(data).decode())
+        return 0
+    out = []
+    if compact or not last:
+        out += compact_lines(data)
+    out += [run_line(row) for row in data["last_runs"]]
+    print("\n".join(out))
+    return 0
+
+
+def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
+    session = load_session(paths)
+    state = load_state(paths)
+    best = load_best(paths)
+    counters = state.counters(best_value(best))
+    limits = limits_of(session)
+    return {
+        "expr": paths.slug,
+        "primary": {"name": session.experiment.primary_metric, "direction": session.experiment.primary_direction},
+        "seconds": session.loop.seconds,
+        "best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
+        "baseline": state.baseline,
+        "runs": state.runs,
+        "counts": state.counts,
+        "progress": progress(limits, counters),
+        "terminated_by": terminated_by(limits, counters),
+        "train_py_in_sync": train_py_in_sync(paths, best),
+        "running": running,
+        "unclean": paths.unclean.exists(),
+        "chain_mode": session.loop.chain_mode,
+        "last_runs": results_log.tail_rows(paths.results, last),
+    }
+
+
+def compact_lines(d: dict) -> list[str]:
+    p = d["primary"]
+    out = [f"expr {d['expr']}: {p['direction']} {p['name']}, {d['seconds']}s/run"]
+    best, base = d["best"], d["baseline"]
+    if best:
+        baseline = f" (baseline {lines.number(base['value'])} {base['run_id']})" if base and base["run_id"] != best["run_id"] else ""
+        out.append(f"best {lines.number(best['value'])} {best['run_id']}{baseline}")
+    else:
+        out.append("best none yet: the first valid run sets it")
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1]))
+    out.append(f"runs {d['runs']}" + (f": {counts}" if counts else ""))
+    out.append(f"progress {d['progress']}")
+    source = f"best {best['run_id']}" if best else "the baseline"
+    out.append(f"train.py {'in sync with' if d['train_py_in_sync'] else 'differs from'} {source}")
+    if d["running"]:
+        out.append(f"running {d['running']['run_id']} since {d['running'].get('started_at', '?')}")
+    if d["terminated_by"]:
+        out.append(f"TERMINATED by {d['terminated_by']}")
+    if d["unclean"]:
+        out.append("UNCLEAN: processes of a run survived SIGKILL; see .ar-unclean")
+    if d["chain_mode"] != "disabled":
+        out.append(f"chain {d['chain_mode']}")
+    return out
+
+
+def run_line(row: dict) -> str:
+    note = row.get("note", "")
+    note = note if len(note) <= NOTE_CHARS else note[: NOTE_CHARS - 1] + "…"
+    return f"{row['run_id']} {row['verdict']} {lines.number(row['value'])} {note}".rstrip()

@@ -1,0 +1,276 @@
+"""One iteration of the loop, `ar run`, top to bottom (SPEC §5).
+
+lock -> reconcile -> preflight -> snapshot -> detach -> launch and watch -> finalize
+(extract, decide, write the result, promote or restore, log, termination).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+
+from ar import launch, lines, results_log, supervisor
+from ar.best import load_best, promote_best, restore_train_py
+from ar.constraints import check_constraints
+from ar.durable import read_json, sha256_file, write_json_atomic
+from ar.errors import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_UNCLEAN, ArError
+from ar.extract import extract_metrics
+from ar.faults import crash_point
+from ar.layout import ExperimentPaths, RunPaths, format_run_id, parse_run_id
+from ar.lock import IterationLock
+from ar.runnote import read_run_note
+from ar.settings import Session, load_session
+from ar.state import LoopState, after_run, load_state, save_state
+from ar.termination import Limits, progress, terminated_by
+from ar.verdict import Decision, decide
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
+
+
+def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | None) -> int:
+    lock = IterationLock(paths.lock)
+    if not lock.try_acquire():
+        raise busy_error(paths)
+    repair(paths)
+    session = load_session(paths)
+    preflight(paths, session)
+    budget = seconds or session.loop.seconds
+    run = start_run(paths)
+    crash_point("after_snapshot")
+    channel = supervisor.detach(lock, paths.supervisor_log)  # from here on, two processes
+    if channel.is_caller:
+        return channel.follow(run.run_id, wait)
+    supervisor.run_supervised(lambda: own_run(paths, session, run, budget, channel), channel)
+    raise AssertionError("unreachable: the supervisor exits")
+
+
+def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, channel) -> int:
+    """The supervisor's part: launch and watch, then judge and record."""
+    started_at = utc_now()
+    write_json_atomic(paths.active, {"run_id": run.run_id, "pid": os.getpid(), "started_at": started_at, "seconds": budget})
+    channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py))))
+    outcome = launch.watch(paths, session, run, budget)
+    crash_point("after_watch")
+    result = finalize(paths, session, run, outcome, started_at, budget)
+    paths.active.unlink(missing_ok=True)
+    for line in lines.finished(paths, result):
+        channel.line(line)
+    return exit_code(result)
+
+
+def busy_error(paths: ExperimentPaths) -> ArError:
+    active = _active(paths)
+    what = f"run {active['run_id']} (pid {active['pid']}, started {active['started_at']})" if active else "another iteration"
+    return ArError(f"{what} of '{paths.slug}' is still running", "re-attach with `ar wait`, or interrupt it with `ar stop`", EXIT_BUSY)
+
+
+def _active(paths: ExperimentPaths) -> dict | None:
+    try:
+        active = read_json(paths.active, "")
+        return active if isinstance(active, dict) and "run_id" in active else None
+    except ArError:
+        return None
+
+
+def preflight(paths: ExperimentPaths, session: Session) -> None:
+    """Refuse a run the loop must not make: processes left over, frozen files edited, loop over."""
+    check_unclean(paths)
+    for name, digest in session.experiment.protected.items():
+        path = paths.dir / name
+        if not path.exists() or sha256_file(path) != digest:
+            raise ArError(
+                f"{name} changed since `ar init` (only train.py may change between runs)",
+                f"restore {paths.relative(path)} to its original content, or start a new experiment with `ar init`",
+            )
+    stop = terminated_by(limits_of(session), load_state(paths).counters(best_value(load_best(paths))))
+    if stop:
+        raise ArError(
+            f"experiment '{paths.slug}' has terminated ({stop})",
+            _TERMINATED_HINTS.get(stop, "change the limits with `ar session`"),
+            EXIT_TERMINATED,
+        )
+
+
+_TERMINATED_HINTS = {
+    "manual": "it was interrupted; resume with `ar session --resume continue`",
+    "consecutive_failures": "fix the environment (see `ar tail`), then `ar session --max-failures N` to continue",
+}
+
+
+def check_unclean(paths: ExperimentPaths) -> None:
+    import psutil
+
+    if not paths.unclean.exists():
+        return
+    record = read_json(paths.unclean, f"delete {paths.relative(paths.unclean)} once no process of the run is left")
+    alive = [pid for pid in record.get("pids", []) if psutil.pid_exists(pid)]
+    if not alive:
+        paths.unclean.unlink()  # the survivors have gone: the GPU is free again
+        return
+    raise ArError(
+        f"processes of {record.get('run_id')} survived SIGKILL (pids {' '.join(map(str, alive[:8]))})",
+        f"end them (they may hold GPU memory), then delete {paths.relative(paths.unclean)}",
+        EXIT_UNCLEAN,
+    )
+
+
+def start_run(paths: ExperimentPaths) -> RunPaths:
+    number = load_state(paths).last_run + 1
+    while paths.run(format_run_id(number)).dir.exists():  # never reuse an id, whatever state says
+        number += 1
+    run = paths.run(format_run_id(number))
+    paths.runs.mkdir(exist_ok=True)
+    run.dir.mkdir()
+    shutil.copyfile(paths.train_py, run.train_py)
+    return run
+
+
+def finalize(
+    paths: ExperimentPaths, session: Session, run: RunPaths, outcome, started_at: str, seconds: int, reason: str | None = None
+) -> dict:
+    """Judge the run and record it. result.json is written first: it is the journal entry from which
+    `apply_result` (and, after a kill, `repair`) redoes the effects idempotently."""
+    experiment = session.experiment
+    metrics = extract_metrics(experiment, run)
+    primary = metrics.get(experiment.primary_metric)
+    checked = check_constraints(experiment.parsed_constraints(), metrics)
+    best = load_best(paths)
+    decision = decide_run(outcome.status, primary, best, experiment.primary_direction, checked)
+    state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
+    advanced = decision.verdict == "advance"
+    best_after = primary if advanced else best_value(best)
+    stop = terminated_by(limits_of(session), state.counters(best_after))
+    result = {
+        "run_id": run.run_id,
+        "started_at": started_at,
+        "wall_seconds": round(outcome.wall_seconds, 3),
+        "seconds": seconds,
+        "status": decision.status,
+        "verdict": decision.verdict,
+        "valid": decision.valid,
+        "improved_over_best": decision.improved,
+        "primary": {"name": experiment.primary_metric, "direction": experiment.primary_direction, "value": primary},
+        "previous_best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
+        "best": {"run_id": run.run_id, "value": primary} if advanced else ({"run_id": best["run_id"], "value": best["value"]} if best else None),
+        "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked)]),
+        "constraints": checked,
+        "reason": reason or failure_reason(outcome, decision.status, experiment.primary_metric, primary, checked),
+        "note": read_run_note(_text(run.train_py)),
+        "exit_code": outcome.exit_code,
+        "train_py": "kept" if advanced else f"restored from {best['run_id'] if best else 'baseline'}",
+        "should_terminate": stop is not None,
+        "terminated_by": stop,
+        "progress": progress(limits_of(session), state.counters(best_after)),
+        "chain_remaining": None,
+        "log_path": paths.relative(run.log),
+    }
+    if outcome.status == "unclean":
+        write_json_atomic(paths.unclean, {"run_id": run.run_id, "pids": outcome.survivors})
+    write_json_atomic(run.result, result)
+    crash_point("after_result")
+    apply_result(paths, result)
+    return result
+
+
+def decide_run(status: str, primary, best: dict | None, direction: str, checked: list[dict]) -> Decision:
+    return decide(status, primary, best_value(best), direction, all(c["passed"] for c in checked))
+
+
+def apply_result(paths: ExperimentPaths, result: dict) -> None:
+    """Effects of a recorded result; each step checks whether it already happened."""
+    if result["verdict"] == "advance":
+        best = load_best(paths)
+        if best is None or best["run_id"] != result["run_id"]:
+            promote_best(paths, result)
+    else:
+        restore_train_py(paths, load_best(paths))
+    crash_point("after_promote_or_restore")
+    last = results_log.tail_rows(paths.results, 1)
+    if not last or last[0]["run_id"] != result["run_id"]:
+        results_log.append_row(paths.results, result)
+    crash_point("after_row")
+    state = load_state(paths)
+    if state.last_run < parse_run_id(result["run_id"]):
+        value = result["primary"]["value"]
+        save_state(paths, after_run(state, result["run_id"], result["status"], result["verdict"], value))
+
+
+def repair(paths: ExperimentPaths) -> None:
+    """Bring state back to consistency after `ar` was killed anywhere. Caller holds the lock."""
+    from ar.durable import remove_temp_files
+
+    remove_temp_files(paths.dir)
+    paths.active.unlink(missing_ok=True)
+    if not paths.results.exists():
+        results_log.create(paths.results)
+    results_log.drop_partial_row(paths.results)
+    state = _state_matching_results(paths)
+    pending = paths.run(format_run_id(state.last_run + 1))
+    if not pending.dir.exists():
+        return
+    if pending.result.exists():
+        apply_result(paths, read_json(pending.result, f"delete {paths.relative(pending.result)} and run `ar status` again"))
+        return
+    # The run's owner died before judging it: end what is left of it and record it as a crash.
+    session = load_session(paths)
+    started = datetime.fromtimestamp(pending.dir.stat().st_mtime, timezone.utc)
+    reason = "ar was killed before the run was judged; recorded by repair"
+    finalize(paths, session, pending, launch.abandoned_outcome(pending), started.strftime(TIME_FORMAT), session.loop.seconds, reason)
+
+
+def _state_matching_results(paths: ExperimentPaths) -> LoopState:
+    state = load_state(paths)
+    last = results_log.tail_rows(paths.results, 1)
+    if last and parse_run_id(last[0]["run_id"]) > state.last_run:
+        row = last[0]  # killed between appending the row and saving the counters
+        state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
+        save_state(paths, state)
+    return state
+
+
+def failure_reason(outcome, status: str, metric: str, primary, checked: list[dict]) -> str | None:
+    if status == "unclean":
+        return f"processes survived SIGKILL: {' '.join(map(str, outcome.survivors[:8]))}"
+    if status == "crash":
+        return f"exited with code {outcome.exit_code}"
+    if status == "timeout":
+        return "killed at the time limit"
+    if status == "interrupted":
+        return "stopped by the user"
+    if status == "invalid":
+        return f"{metric} not found in the run's output" if primary is None else f"{metric} is {primary} (not finite)"
+    failed = [f"{c['name']}{c['op']}{c['threshold']:g} failed ({c['value']})" for c in checked if not c["passed"]]
+    return "; ".join(failed) or None
+
+
+def limits_of(session: Session) -> Limits:
+    loop = session.loop
+    return Limits(session.experiment.primary_direction, loop.max_runs, loop.plateau, loop.threshold, loop.max_failures)
+
+
+def best_value(best: dict | None) -> float | None:
+    return best["value"] if best else None
+
+
+def exit_code(result: dict) -> int:
+    if result["status"] == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_TERMINATED if result["should_terminate"] else EXIT_OK
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+
+
+def _capped_metrics(metrics: dict[str, float], first: list[str]) -> dict[str, float]:
+    ordered = [n for n in first if n in metrics] + [n for n in metrics if n not in first]
+    return {name: metrics[name] for name in ordered[:METRICS_IN_RESULT]}
+
+
+def _text(path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""

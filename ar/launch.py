@@ -1,0 +1,66 @@
+"""What a run launches and with which environment, and the watchdog call (SPEC §5.5)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+
+from ar.faults import crash_point
+from ar.layout import ExperimentPaths, RunPaths
+from ar.settings import Session
+
+GRACE_SECONDS = 10
+DISTRIBUTED_GRACE_SECONDS = 30  # launchers need time to tear down workers and free GPU memory
+_DISTRIBUTED = re.compile(r"\b(torchrun|accelerate|deepspeed|torch\.distributed)\b")
+
+
+def launch_command(paths: ExperimentPaths, session: Session) -> str:
+    python = os.environ.get("AR_PROJECT_PYTHON") or sys.executable
+    runner = session.experiment.runner
+    return runner.replace("{python}", shlex.quote(python)).replace("{train_py}", shlex.quote(paths.relative(paths.train_py)))
+
+
+def grace_seconds(command: str) -> int:
+    return DISTRIBUTED_GRACE_SECONDS if _DISTRIBUTED.search(command) else GRACE_SECONDS
+
+
+def child_env(paths: ExperimentPaths, run: RunPaths, seconds: int, deadline: float) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AR_")}  # never inherit stale AR_* values
+    env.setdefault("PYTHONUNBUFFERED", "1")  # metrics reach run.log even when the run is killed
+    env.update(
+        AR_RUN_ID=run.run_id,
+        AR_RUN_DIR=str(run.dir.resolve()),
+        AR_EXPR_DIR=str(paths.dir.resolve()),
+        AR_SECONDS=str(seconds),
+        AR_DEADLINE=f"{deadline:.0f}",
+    )
+    return env
+
+
+def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int):
+    from ar.watchdog import Launch, run_watched
+
+    command = launch_command(paths, session)
+    deadline = time.time() + seconds
+    env = child_env(paths, run, seconds, deadline)
+    launch = Launch(
+        command=command,
+        cwd=paths.root,
+        env=env,
+        log_path=run.log,
+        seconds=seconds,
+        grace=grace_seconds(command),
+        tag=("AR_RUN_DIR", env["AR_RUN_DIR"]),
+    )
+    return run_watched(launch, on_spawn=lambda pid: crash_point("after_spawn"))
+
+
+def abandoned_outcome(run: RunPaths):
+    """The outcome of a run whose supervisor died: its leftover processes are ended first."""
+    from ar.watchdog import Outcome, end_tagged
+
+    survivors = end_tagged(("AR_RUN_DIR", str(run.dir.resolve())), grace=5)
+    return Outcome(status="unclean" if survivors else "crash", exit_code=None, wall_seconds=0.0, survivors=survivors, swept=0)

@@ -1,0 +1,124 @@
+"""Every file name of a project and an experiment, in one place.
+
+No other module builds a path by hand: they ask ProjectPaths / ExperimentPaths / RunPaths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ar.errors import ArError
+
+STATE_DIR = ".autoresearch"
+SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+RUN_ID_RE = re.compile(r"r(\d{4,})")
+
+
+def format_run_id(number: int) -> str:
+    return f"r{number:04d}"
+
+
+def parse_run_id(run_id: str) -> int:
+    match = RUN_ID_RE.fullmatch(run_id)
+    if not match:
+        raise ArError(f"'{run_id}' is not a run id", "run ids look like r0001")
+    return int(match.group(1))
+
+
+def check_slug(slug: str) -> str:
+    if not SLUG_RE.fullmatch(slug):
+        raise ArError(
+            f"experiment slug {slug!r} is not allowed",
+            "use 1-64 chars of a-z, 0-9, '-', '_', starting with a letter or digit, e.g. 261122-lr-warmup",
+        )
+    return slug
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    run_id: str
+    dir: Path
+
+    @property
+    def train_py(self) -> Path:
+        return self.dir / "train.py"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "run.log"
+
+    @property
+    def result(self) -> Path:
+        return self.dir / "result.json"
+
+
+class ExperimentPaths:
+    """Files of one experiment, .autoresearch/<slug>/."""
+
+    def __init__(self, root: Path, slug: str, directory: Path | None = None):
+        self.root = root  # the project root (holds .autoresearch/)
+        self.slug = slug
+        self.dir = d = directory or root / STATE_DIR / slug  # `directory`: a staging place for `ar init`
+        self.program_md = d / "program.md"
+        self.prepare_py = d / "prepare.py"
+        self.train_py = d / "train.py"
+        self.baseline_py = d / "train.py.baseline"  # the train.py `ar init` wrote: restore target before any best
+        self.session = d / ".ar-session.json"  # settings, written only by `ar init` and `ar session`
+        self.state = d / ".ar-state.json"  # counters after the last finished run, written only by `ar run`
+        self.best = d / "best.json"
+        self.best_ckpt = d / "best_ckpt"
+        self.results = d / "results.tsv"
+        self.chain_decision = d / "chain_decision.json"
+        self.runs = d / "runs"
+        self.lock = d / ".ar-lock"  # flock held by the process that owns the running iteration
+        self.active = d / ".ar-active.json"  # which run the lock holder is running
+        self.unclean = d / ".ar-unclean"  # processes survived SIGKILL: no run until they are gone
+        self.supervisor_log = d / ".ar-supervisor.log"  # stderr of the supervisor, for bugs in ar itself
+
+    def run(self, run_id: str) -> RunPaths:
+        return RunPaths(run_id, self.runs / run_id)
+
+    def relative(self, path: Path) -> str:
+        return os.path.relpath(path, self.root)
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def shim(self) -> Path:
+        return self.state_dir / "ar.py"
+
+    @property
+    def chain_session(self) -> Path:
+        return self.state_dir / ".chain-session.json"
+
+    def experiment(self, slug: str) -> ExperimentPaths:
+        return ExperimentPaths(self.root, check_slug(slug))
+
+    def experiments(self) -> list[str]:
+        if not self.state_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.state_dir.iterdir() if SLUG_RE.fullmatch(p.name) and (p / ".ar-session.json").is_file()
+        )
+
+
+def find_project(start: Path | None = None) -> ProjectPaths:
+    """The project root: $AR_PROJECT_ROOT (set by the shim), else the nearest ancestor holding .autoresearch/."""
+    env_root = os.environ.get("AR_PROJECT_ROOT")
+    if env_root:
+        return ProjectPaths(Path(env_root).resolve())
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / STATE_DIR).is_dir():
+            return ProjectPaths(candidate)
+    raise ArError("no .autoresearch/ here or in any parent directory", "run `ar init` in the project root first")

@@ -1,0 +1,57 @@
+"""The lines `ar run` prints (at most 3: launched / metric / verdict), shared with `ar wait`.
+
+Short and greppable: the agent reads them every iteration, thousands of times a night.
+"""
+
+from __future__ import annotations
+
+from ar.layout import ExperimentPaths
+
+NOTE_CHARS = 60
+
+
+def number(value: float | None) -> str:
+    return "none" if value is None else format(value, ".6g")
+
+
+def launched(run_id: str, seconds: int, note: str) -> str:
+    short = note if len(note) <= NOTE_CHARS else note[: NOTE_CHARS - 1] + "…"
+    return f"launched {run_id} ({seconds}s budget): {short or '(no RUN_NOTE)'}"
+
+
+def still_running(run_id: str) -> str:
+    return f"{run_id} still running; re-attach with `ar wait`"
+
+
+def metric(result: dict) -> str:
+    primary = result["primary"]
+    prev = result["previous_best"]
+    before = f"best before {number(prev['value'])} {prev['run_id']}" if prev else "no best before"
+    value = primary["value"]
+    shown = number(value) if value is not None else "missing"
+    return f"metric {primary['name']}={shown} ({primary['direction']}; {before}; {result['wall_seconds']:.1f}s)"
+
+
+def verdict(paths: ExperimentPaths, result: dict) -> str:
+    parts = [f"verdict {result['status']}/{result['verdict']}"]
+    if result["verdict"] == "advance":
+        parts.append("train.py kept as the new best")
+    else:
+        if result["reason"]:
+            parts.append(result["reason"])
+        parts.append(f"train.py {result['train_py']}")
+    if result["status"] in ("crash", "timeout"):
+        parts.append(f"see `ar tail --run {result['run_id']}`")
+    parts.append(result["progress"])
+    if result["terminated_by"]:
+        parts.append(f"TERMINATED by {result['terminated_by']}")
+    parts.append(paths.relative(paths.run(result["run_id"]).result))
+    return " | ".join(parts)
+
+
+def finished(paths: ExperimentPaths, result: dict) -> list[str]:
+    return [metric(result), verdict(paths, result)]
+
+
+def all_lines(paths: ExperimentPaths, result: dict) -> list[str]:
+    return [launched(result["run_id"], result["seconds"], result["note"]), *finished(paths, result)]

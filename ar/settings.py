@@ -1,0 +1,100 @@
+"""The experiment's settings file, .ar-session.json: written only by `ar init` and `ar session`.
+
+It carries a digest of its own content, so a hand edit (which the loop must never make) is
+detected and refused instead of silently changing how runs are judged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import orjson
+
+from ar.constraints import Constraint, parse_constraint
+from ar.durable import read_json, write_json_atomic
+from ar.errors import ArError
+from ar.layout import ExperimentPaths
+
+FORMAT = 1
+DIRECTIONS = ("min", "max")
+CHAIN_MODES = ("disabled", "max_n", "unlimited")
+RESUME_MODES = ("continue", "revert-best", "fresh")
+DEFAULT_RUNNER = "{python} {train_py}"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Fixed at `ar init`: what is measured and how the training is launched."""
+
+    slug: str
+    goal: str
+    primary_metric: str
+    primary_direction: str
+    runner: str = DEFAULT_RUNNER
+    metric_backend: str = "log"
+    log_pattern: str | None = None
+    constraints: tuple[str, ...] = ()
+    mutation_scope: str = ""
+    created_at: str = ""
+    protected: dict = field(default_factory=dict)  # file name -> sha256 at init (prepare.py, program.md)
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [parse_constraint(c) for c in self.constraints]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Changed with `ar session`: how long runs take and when the loop stops."""
+
+    seconds: int
+    max_runs: int | None = None
+    plateau: int | None = None
+    threshold: float | None = None
+    max_failures: int | None = 5
+    chain_mode: str = "disabled"
+    chain_max: int | None = None
+    resume: str = "continue"
+    baseline_acknowledged: bool = False
+
+
+@dataclass(frozen=True)
+class Session:
+    experiment: Experiment
+    loop: Loop
+
+    def with_loop(self, **changes) -> "Session":
+        return replace(self, loop=replace(self.loop, **changes))
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def save_session(path: Path, session: Session) -> None:
+    body = {"format": FORMAT, "experiment": asdict(session.experiment), "loop": asdict(session.loop)}
+    write_json_atomic(path, {**body, "digest": _digest(body)})
+
+
+def load_session(paths: ExperimentPaths) -> Session:
+    if not paths.dir.is_dir():
+        raise ArError(f"no experiment '{paths.slug}' in {paths.dir.parent}", "list them with `ar status`, or create one with `ar init`")
+    fix = "settings change only through `ar session`; restore the file from a backup or create a new experiment with `ar init`"
+    data = read_json(paths.session, fix)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ArError(f"{paths.session.name} has an unknown format", fix)
+    body = {k: v for k, v in data.items() if k != "digest"}
+    if data.get("digest") != _digest(body):
+        raise ArError(f"{paths.session.name} was edited by hand", "undo the edit; " + fix)
+    try:
+        experiment = _build(Experiment, data["experiment"])
+        experiment = replace(experiment, constraints=tuple(experiment.constraints))
+        return Session(experiment, _build(Loop, data["loop"]))
+    except (KeyError, TypeError) as exc:
+        raise ArError(f"{paths.session.name} is incomplete ({exc})", fix) from None
+
+
+def _build(cls, data: dict):
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,76 @@
+"""The loop's counters after the last finished run (.ar-state.json).
+
+Kept so that `ar status` and termination cost O(1) whatever the history; derivable from
+results.tsv, and rebuilt from it when missing or damaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ar import results_log
+from ar.durable import read_json_or_none, write_json_atomic
+from ar.layout import ExperimentPaths, parse_run_id
+from ar.termination import Counters
+
+FAILURE_STATUSES = frozenset({"crash", "timeout", "invalid", "unclean"})
+
+
+@dataclass(frozen=True)
+class LoopState:
+    last_run: int = 0  # number of the last run whose row is in results.tsv
+    runs: int = 0
+    counts: dict = field(default_factory=dict)  # verdict -> runs
+    scored_since_best: int = 0
+    consecutive_failures: int = 0
+    manual_stop: bool = False  # set by an interrupted run, cleared by `ar session --resume`
+    baseline: dict | None = None  # {"run_id", "value"} of the first run that advanced
+
+    def counters(self, best_value: float | None) -> Counters:
+        return Counters(self.runs, self.scored_since_best, self.consecutive_failures, best_value, self.manual_stop)
+
+
+def after_run(state: LoopState, run_id: str, status: str, verdict: str, value: float | None) -> LoopState:
+    counts = dict(state.counts)
+    counts[verdict] = counts.get(verdict, 0) + 1
+    scored = state.scored_since_best
+    if verdict == "advance":
+        scored = 0
+    elif status == "ok":
+        scored += 1
+    baseline = state.baseline
+    if baseline is None and verdict == "advance":
+        baseline = {"run_id": run_id, "value": value}
+    return LoopState(
+        last_run=parse_run_id(run_id),
+        runs=state.runs + 1,
+        counts=counts,
+        scored_since_best=scored,
+        consecutive_failures=state.consecutive_failures + 1 if status in FAILURE_STATUSES else 0,
+        manual_stop=state.manual_stop or status == "interrupted",
+        baseline=baseline,
+    )
+
+
+def load_state(paths: ExperimentPaths) -> LoopState:
+    data = read_json_or_none(paths.state)
+    if isinstance(data, dict):
+        try:
+            return LoopState(**{k: v for k, v in data.items() if k in _FIELDS})
+        except TypeError:
+            pass
+    return rebuild_state(paths)
+
+
+def save_state(paths: ExperimentPaths, state: LoopState) -> None:
+    write_json_atomic(paths.state, asdict(state))
+
+
+def rebuild_state(paths: ExperimentPaths) -> LoopState:
+    state = LoopState()
+    for row in results_log.iter_rows(paths.results):
+        state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
+    return replace(state, manual_stop=False)
+
+
+_FIELDS = {f.name for f in fields(LoopState)}

@@ -1,0 +1,80 @@
+"""Shared fixtures: real throwaway projects driven by the real `ar` in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AR_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Project:
+    root: Path
+    slug: str = "exp"
+
+    @property
+    def expr(self) -> Path:
+        return self.root / ".autoresearch" / self.slug
+
+    @property
+    def train_py(self) -> Path:
+        return self.expr / "train.py"
+
+    def ar(self, *args: str, env: dict | None = None, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "ar", *args],
+            cwd=self.root,
+            env=env or clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"ar {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def write_train(self, body: str, note: str = "test") -> None:
+        """Replace train.py with a program that runs `body` (dedented); RUN_NOTE first."""
+        self.train_py.write_text(f"RUN_NOTE = {note!r}\n" + textwrap.dedent(body), encoding="utf-8")
+
+    def result(self, run_id: str) -> dict:
+        return json.loads((self.expr / "runs" / run_id / "result.json").read_text())
+
+    def rows(self) -> list[list[str]]:
+        lines = (self.expr / "results.tsv").read_text().splitlines()
+        return [line.split("\t") for line in lines[1:]]
+
+    def best(self) -> dict | None:
+        path = self.expr / "best.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def make_project(root: Path, *init_args: str, slug: str = "exp") -> Project:
+    project = Project(root, slug)
+    args = ["init", "--expr", slug, "--goal", "test goal", "--primary-metric", "val_loss", "--primary-direction", "min", "--seconds", "20"]
+    project.ar(*args, *init_args, check=True)
+    return project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path)
+
+
+def printing(value: str) -> str:
+    """A train.py body that prints val_loss=<value>."""
+    return f"print('val_loss={value}')\n"

@@ -1,0 +1,363 @@
+"""ar.watchdog against real process trees.
+
+Every run_watched call happens in a fresh supervisor subprocess (HELPER), so pytest itself never
+becomes a subreaper and keeps its signal handlers. Processes under test record their pids in files;
+afterwards each of them must be gone (no such process, or a zombie).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ar.watchdog import tagged_pids
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TAG = "AR_RUN_DIR"
+
+# The supervisor: runs one Launch given as JSON in argv[1], prints the Outcome as JSON.
+HELPER = """
+import json, os, signal, sys
+from dataclasses import asdict
+from pathlib import Path
+from ar.watchdog import Launch, run_watched
+
+spec = json.loads(sys.argv[1])
+if spec.get("no_pidfd"):
+    del os.pidfd_open  # as on kernels or platforms without pidfd: the short-poll fallback
+sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+before = [signal.getsignal(s) for s in sigs]
+launch = Launch(command=spec["command"], cwd=Path(spec["cwd"]), env=spec["env"],
+                log_path=Path(spec["log"]), seconds=spec["seconds"], grace=spec["grace"],
+                tag=(spec["tag_name"], spec["tag_value"]))
+spawned = []
+outcome = run_watched(launch, on_spawn=spawned.append)
+result = asdict(outcome)
+result["spawned"] = spawned
+result["handlers_restored"] = [signal.getsignal(s) for s in sigs] == before
+print(json.dumps(result), flush=True)
+"""
+
+# Parent, 2 children, 4 grandchildren; all ignore SIGTERM.
+TREE = """
+import os, signal, sys, time
+out = sys.argv[1]
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+def note():
+    open(os.path.join(out, str(os.getpid())), "w").close()
+
+def spawn(level):
+    for _ in range(2):
+        if os.fork() == 0:
+            note()
+            if level < 2:
+                spawn(level + 1)
+            while True:
+                time.sleep(1)
+
+note()
+spawn(1)
+while True:
+    time.sleep(1)
+"""
+
+# A child that leaves the session, and a double-forked orphan whose parent has exited; both ignore
+# SIGTERM. argv[2] == "exit": the main process exits 0 once both are up, else it sleeps forever.
+ESCAPEES = """
+import os, signal, sys, time
+out, mode = sys.argv[1], sys.argv[2]
+
+def note(name):
+    with open(os.path.join(out, name + ".tmp"), "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(os.path.join(out, name + ".tmp"), os.path.join(out, name))
+
+def linger(name):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    note(name)
+    while True:
+        time.sleep(1)
+
+if os.fork() == 0:
+    os.setsid()
+    linger("setsid")
+middle = os.fork()
+if middle == 0:
+    if os.fork() == 0:
+        while os.getppid() == middle:  # wait to be orphaned
+            time.sleep(0.005)
+        linger("orphan")
+    os._exit(0)
+os.waitpid(middle, 0)
+while not all(os.path.exists(os.path.join(out, n)) for n in ("setsid", "orphan")):
+    time.sleep(0.01)
+if mode == "exit":
+    sys.exit(0)
+while True:
+    time.sleep(1)
+"""
+
+# Minimal FUSE server over the raw /dev/fuse protocol: mounts argv[1], answers FUSE_INIT, then reads
+# every request and never answers it. A process whose request has been read waits in the kernel in
+# uninterruptible sleep (D state), which SIGKILL cannot end until the connection goes away.
+FUSE_SERVER = """
+import ctypes, os, struct, sys
+fd = os.open("/dev/fuse", os.O_RDWR)
+libc = ctypes.CDLL(None, use_errno=True)
+opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+if libc.mount(b"ar-watchdog-test", sys.argv[1].encode(), b"fuse", 0, opts) != 0:
+    print("mount failed:", os.strerror(ctypes.get_errno()), flush=True)
+    sys.exit(1)
+print("mounted", flush=True)
+held = []
+while True:
+    request = os.read(fd, 1 << 20)
+    _, opcode, unique = struct.unpack_from("<IIQ", request)
+    if opcode == 26:  # FUSE_INIT: reply as protocol 7.31 with max_write 4096
+        body = struct.pack("<IIIIHHIIHHII24x", 7, 31, 0, 0, 0, 0, 4096, 1, 0, 0, 0, 0)
+        os.write(fd, struct.pack("<IiQ", 16 + len(body), 0, unique) + body)
+    else:
+        held.append(unique)
+"""
+
+
+def write_script(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def spec(tmp_path: Path, command: str, seconds: float = 10.0, grace: float = 1.0,
+         extra_env: dict[str, str] | None = None) -> dict:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), TAG: str(run_dir), **(extra_env or {})}
+    return {"command": command, "cwd": str(tmp_path), "env": env, "log": str(tmp_path / "run.log"),
+            "seconds": seconds, "grace": grace, "tag_name": TAG, "tag_value": str(run_dir)}
+
+
+def start_supervisor(tmp_path: Path, launch: dict) -> subprocess.Popen[str]:
+    helper = write_script(tmp_path, "helper.py", HELPER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([PY, str(helper), json.dumps(launch)], stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO)
+
+
+def finish(supervisor: subprocess.Popen[str]) -> dict:
+    stdout, _ = supervisor.communicate(timeout=30)
+    assert supervisor.returncode == 0, stdout
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["handlers_restored"]
+    assert len(result["spawned"]) == 1
+    return result
+
+
+def supervise(tmp_path: Path, launch: dict) -> dict:
+    return finish(start_supervisor(tmp_path, launch))
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def recorded_pids(directory: Path) -> list[int]:
+    """Pids recorded in directory: files named by a pid, or named files holding one."""
+    pids = []
+    for path in directory.iterdir():
+        if path.name.isdigit():
+            pids.append(int(path.name))
+        elif not path.name.endswith(".tmp"):
+            pids.append(int(path.read_text()))
+    return pids
+
+
+def assert_all_gone(pids: list[int]) -> None:
+    # A process just released from the kernel needs a moment to die; a zombie counts as gone.
+    assert wait_until(lambda: all(gone(p) for p in pids), timeout=2), [p for p in pids if not gone(p)]
+
+
+@pytest.fixture
+def pid_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "pids"
+    path.mkdir()
+    return path
+
+
+def test_exit_status_log_stdin_and_env(tmp_path: Path) -> None:
+    probe = write_script(tmp_path, "probe.py", (
+        "import json, os, sys\n"
+        "print('to stdout', flush=True)\n"
+        "print('to stderr', file=sys.stderr, flush=True)\n"
+        "print('stdin', repr(sys.stdin.read()), os.readlink('/proc/self/fd/0'), flush=True)\n"
+        # The initial environment: Python's own locale coercion may add LC_CTYPE to os.environ.
+        "env = open('/proc/self/environ', 'rb').read().decode().split(chr(0))[:-1]\n"
+        "print('env', json.dumps(dict(e.split('=', 1) for e in env)), flush=True)\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    ))
+    launch = spec(tmp_path, f"{PY} {probe} 0", extra_env={"AR_TEST_VALUE": "a b=c"})
+    result = supervise(tmp_path, launch)
+    assert (result["status"], result["exit_code"], result["survivors"], result["swept"]) == ("ok", 0, [], 0)
+
+    log = (tmp_path / "run.log").read_text()
+    assert "to stdout\n" in log and "to stderr\n" in log
+    assert "stdin '' /dev/null\n" in log
+    child_env = json.loads(log.split("env ", 1)[1].splitlines()[0])
+    # /bin/sh adds PWD; nothing of the supervisor's own environment leaks in.
+    assert {k: v for k, v in child_env.items() if k != "PWD"} == launch["env"]
+
+    launch = spec(tmp_path, f"{PY} {probe} 3")
+    result = supervise(tmp_path, launch)
+    assert (result["status"], result["exit_code"], result["survivors"]) == ("crash", 3, [])
+    assert (tmp_path / "run.log").read_text().count("to stdout\n") == 2  # appended, not truncated
+
+
+def test_crash_by_signal(tmp_path: Path) -> None:
+    result = supervise(tmp_path, spec(tmp_path, "kill -SEGV $$"))
+    assert (result["status"], result["exit_code"]) == ("crash", -signal.SIGSEGV)
+
+
+def test_timeout_kills_tree_that_ignores_sigterm(tmp_path: Path, pid_dir: Path) -> None:
+    tree = write_script(tmp_path, "tree.py", TREE)
+    seconds, grace = 1.0, 1.0
+    started = time.monotonic()
+    result = supervise(tmp_path, spec(tmp_path, f"exec {PY} {tree} {pid_dir}", seconds, grace))
+    elapsed = time.monotonic() - started
+
+    pids = recorded_pids(pid_dir)
+    assert len(pids) == 7
+    assert (result["status"], result["exit_code"], result["survivors"]) == ("timeout", -signal.SIGKILL, [])
+    assert seconds <= result["wall_seconds"] < seconds + 0.5
+    # Nobody obeys SIGTERM, so the whole grace is spent before SIGKILL.
+    assert seconds + grace <= elapsed < seconds + grace + 5
+    assert_all_gone(pids)
+
+
+@pytest.mark.parametrize("mode", ["timeout", "exit"])
+def test_setsid_descendant_and_orphan_are_killed(tmp_path: Path, pid_dir: Path, mode: str) -> None:
+    escapees = write_script(tmp_path, "escapees.py", ESCAPEES)
+    result = supervise(tmp_path, spec(tmp_path, f"{PY} {escapees} {pid_dir} {mode}", 1.0, 1.0))
+
+    setsid_pid = int((pid_dir / "setsid").read_text())
+    orphan_pid = int((pid_dir / "orphan").read_text())
+    assert result["survivors"] == []
+    if mode == "exit":
+        assert (result["status"], result["exit_code"]) == ("ok", 0)
+        assert result["swept"] >= 2
+    else:
+        assert result["status"] == "timeout"
+    assert_all_gone([setsid_pid, orphan_pid])
+
+
+def test_tagged_process_outside_the_tree_is_swept(tmp_path: Path) -> None:
+    launch = spec(tmp_path, "exit 0")
+    run_dir = launch["env"][TAG]
+    # Started by pytest in its own session: neither a descendant of the supervisor nor in the run's
+    # session, like an orphan re-parented to init. Only the tag ties it to the run.
+    stray = subprocess.Popen(["sleep", "60"], env=launch["env"], start_new_session=True)
+    near_miss = subprocess.Popen(["sleep", "60"], env={TAG: run_dir + "x"}, start_new_session=True)
+    try:
+        assert wait_until(lambda: stray.pid in tagged_pids((TAG, run_dir)))
+        assert near_miss.pid not in tagged_pids((TAG, run_dir))
+        # The caller itself carries the tag but is never listed.
+        check_self = ("import os; from ar.watchdog import tagged_pids; "
+                      f"print(os.getpid() in tagged_pids(({TAG!r}, {run_dir!r})))")
+        listed = subprocess.run([PY, "-c", check_self], env={**os.environ, TAG: run_dir},
+                                capture_output=True, text=True, check=True).stdout
+        assert listed == "False\n"
+
+        result = supervise(tmp_path, launch)
+        assert (result["status"], result["swept"]) == ("ok", 1)
+        assert stray.wait(timeout=5) == -signal.SIGTERM
+        assert near_miss.poll() is None
+    finally:
+        for proc in (stray, near_miss):
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_to_supervisor_interrupts_run(tmp_path: Path, pid_dir: Path, sig: signal.Signals) -> None:
+    tree = write_script(tmp_path, "tree.py", TREE)
+    supervisor = start_supervisor(tmp_path, spec(tmp_path, f"exec {PY} {tree} {pid_dir}", 30.0, 0.5))
+    try:
+        assert wait_until(lambda: len(list(pid_dir.iterdir())) == 7)
+        supervisor.send_signal(sig)
+        result = finish(supervisor)
+    finally:
+        supervisor.kill()
+    assert (result["status"], result["survivors"]) == ("interrupted", [])
+    assert result["wall_seconds"] < 5
+    assert_all_gone(recorded_pids(pid_dir))
+
+
+@pytest.mark.parametrize("no_pidfd", [False, True])
+def test_exit_is_detected_without_polling_delay(tmp_path: Path, no_pidfd: bool) -> None:
+    result = supervise(tmp_path, {**spec(tmp_path, "exit 0"), "no_pidfd": no_pidfd})
+    assert result["status"] == "ok"
+    assert result["wall_seconds"] < 0.5
+
+    result = supervise(tmp_path, {**spec(tmp_path, "sleep 0.3"), "no_pidfd": no_pidfd})
+    assert result["status"] == "ok"
+    assert 0.3 <= result["wall_seconds"] < 0.5
+
+
+@contextmanager
+def hung_mount(tmp_path: Path) -> Iterator[Path]:
+    """A FUSE mount whose server never answers. Leaving the block kills the server, which aborts the
+    connection and lets any process stuck on the mount die."""
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        pytest.skip("needs root and /dev/fuse to mount a FUSE file system")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    server_script = write_script(tmp_path, "fuse_server.py", FUSE_SERVER)
+    server = subprocess.Popen([PY, str(server_script), str(mountpoint)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline().strip()
+        if line != "mounted":
+            pytest.skip(f"cannot mount FUSE here: {line or 'server exited'}")
+        yield mountpoint
+    finally:
+        server.kill()
+        server.wait()
+        ctypes.CDLL(None, use_errno=True).umount2(str(mountpoint).encode(), 2)  # MNT_DETACH
+
+
+def test_unkillable_process_is_reported_unclean(tmp_path: Path, pid_dir: Path) -> None:
+    stuck_file = pid_dir / "stuck"
+    with hung_mount(tmp_path) as mountpoint:
+        # The shell records its pid, then becomes cat, which blocks on the mount in D state.
+        command = f"echo $$ > {shlex.quote(str(stuck_file))}; exec cat {shlex.quote(str(mountpoint / 'x'))}"
+        result = supervise(tmp_path, spec(tmp_path, command, 0.5, 0.5))
+        stuck = int(stuck_file.read_text())
+
+        assert result["status"] == "unclean"
+        assert result["survivors"] == result["spawned"] == [stuck]
+        assert result["exit_code"] is None
+        assert psutil.Process(stuck).status() == psutil.STATUS_DISK_SLEEP
+    assert_all_gone([stuck])
