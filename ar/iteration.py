@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from ar import launch, lines, results_log, supervisor
 from ar.best import load_best, promote_best, restore_train_py
 from ar.constraints import check_constraints
-from ar.durable import read_json, sha256_file, write_json_atomic
+from ar.durable import read_json, read_json_or_none, sha256_file, write_json_atomic
 from ar.errors import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_UNCLEAN, ArError
 from ar.extract import extract_metrics
 from ar.faults import crash_point
@@ -21,7 +21,7 @@ from ar.layout import ExperimentPaths, RunPaths, format_run_id, parse_run_id
 from ar.lock import IterationLock
 from ar.runnote import read_run_note
 from ar.settings import Session, load_session
-from ar.state import LoopState, after_run, load_state, save_state
+from ar.state import LoopState, after_run, load_state, rebuild_state, save_state
 from ar.termination import Limits, progress, terminated_by
 from ar.verdict import Decision, decide
 
@@ -221,6 +221,8 @@ def repair(paths: ExperimentPaths) -> None:
 
 
 def _state_matching_results(paths: ExperimentPaths) -> LoopState:
+    if read_json_or_none(paths.state) is None:
+        save_state(paths, rebuild_state(paths))  # lost or damaged: derive it again from results.tsv
     state = load_state(paths)
     last = results_log.tail_rows(paths.results, 1)
     if last and parse_run_id(last[0]["run_id"]) > state.last_run:

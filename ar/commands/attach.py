@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from ar import lines
-from ar.durable import read_json
-from ar.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNNING, ArError
+from ar.durable import read_json, read_json_or_none
+from ar.errors import EXIT_OK, EXIT_RUNNING, ArError
 from ar.experiments import resolve_experiment
 from ar.iteration import busy_error, exit_code, repair
 from ar.layout import ExperimentPaths, format_run_id
@@ -40,11 +41,22 @@ def stop_command(expr: str | None) -> int:
         if not running:
             print("no run is in progress")
             return EXIT_OK
-        active = read_json(paths.active, "")
-        os.kill(active["pid"], signal.SIGTERM)  # the supervisor turns this into an interrupt
+        os.kill(_supervisor_pid(paths), signal.SIGTERM)  # the supervisor turns this into an interrupt
         if not lock.acquire(STOP_TIMEOUT):
             raise busy_error(paths)
-        return _print_result(paths, run_id)
+        _print_result(paths, run_id)
+        return EXIT_OK  # the stop worked; the run's own verdict is in the lines
+
+
+def _supervisor_pid(paths: ExperimentPaths) -> int:
+    deadline = time.monotonic() + 5
+    while True:  # a run that is just starting writes .ar-active.json within milliseconds
+        active = read_json_or_none(paths.active)
+        if isinstance(active, dict) and isinstance(active.get("pid"), int):
+            return active["pid"]
+        if time.monotonic() > deadline:
+            raise ArError("the running iteration has not recorded its process id", "try `ar stop` again in a moment")
+        time.sleep(0.05)
 
 
 def _running(paths: ExperimentPaths, lock: IterationLock) -> tuple[bool, str | None]:

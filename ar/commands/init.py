@@ -18,6 +18,7 @@ from ar.experiments import set_current
 from ar.iteration import utc_now
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
 from ar.logscan import compile_pattern
+from ar.state import LoopState, save_state
 from ar.settings import DEFAULT_RUNNER, DIRECTIONS, Experiment, Loop, Session, save_session
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -124,6 +125,7 @@ def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: 
     staged.train_py.write_text(train, encoding="utf-8")
     staged.baseline_py.write_text(train, encoding="utf-8")
     results_log.create(staged.results)
+    save_state(staged, LoopState())
     protected = {p.name: sha256_file(p) for p in (staged.prepare_py, staged.program_md)}
     save_session(staged.session, Session(replace(experiment, protected=protected), Loop(seconds=seconds)))
 
