@@ -21,6 +21,10 @@ def load_best(paths: ExperimentPaths) -> dict | None:
     return best
 
 
+def best_value(best: dict | None) -> float | None:
+    return best["value"] if best else None
+
+
 def promote_best(paths: ExperimentPaths, result: dict) -> None:
     write_json_atomic(
         paths.best,

@@ -10,19 +10,22 @@ import os
 import shutil
 from datetime import datetime, timezone
 
-from ar import launch, lines, results_log, supervisor
-from ar.best import load_best, promote_best, restore_train_py
+from ar import launch, lines, supervisor
+from ar.active import busy_error
+from ar.best import best_value, load_best
 from ar.constraints import check_constraints
-from ar.durable import read_json, read_json_or_none, sha256_file, write_json_atomic
-from ar.errors import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_UNCLEAN, ArError
+from ar.durable import read_json, sha256_file, write_json_atomic
+from ar.errors import EXIT_TERMINATED, EXIT_UNCLEAN, ArError
 from ar.extract import extract_metrics
 from ar.faults import crash_point
-from ar.layout import ExperimentPaths, RunPaths, format_run_id, parse_run_id
+from ar.layout import ExperimentPaths, RunPaths, format_run_id
 from ar.lock import IterationLock
 from ar.runnote import read_run_note
 from ar.settings import Session, load_session
-from ar.state import LoopState, after_run, load_state, rebuild_state, save_state
-from ar.termination import Limits, progress, terminated_by
+from ar.record import apply_result
+from ar.repair import repair
+from ar.state import after_run, load_state
+from ar.termination import progress, terminated_by
 from ar.verdict import Decision, decide
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -57,21 +60,7 @@ def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int
     paths.active.unlink(missing_ok=True)
     for line in lines.finished(paths, result):
         channel.line(line)
-    return exit_code(result)
-
-
-def busy_error(paths: ExperimentPaths) -> ArError:
-    active = _active(paths)
-    what = f"run {active['run_id']} (pid {active['pid']}, started {active['started_at']})" if active else "another iteration"
-    return ArError(f"{what} of '{paths.slug}' is still running", "re-attach with `ar wait`, or interrupt it with `ar stop`", EXIT_BUSY)
-
-
-def _active(paths: ExperimentPaths) -> dict | None:
-    try:
-        active = read_json(paths.active, "")
-        return active if isinstance(active, dict) and "run_id" in active else None
-    except ArError:
-        return None
+    return lines.exit_code(result)
 
 
 def preflight(paths: ExperimentPaths, session: Session) -> None:
@@ -84,7 +73,7 @@ def preflight(paths: ExperimentPaths, session: Session) -> None:
                 f"{name} changed since `ar init` (only train.py may change between runs)",
                 f"restore {paths.relative(path)} to its original content, or start a new experiment with `ar init`",
             )
-    stop = terminated_by(limits_of(session), load_state(paths).counters(best_value(load_best(paths))))
+    stop = terminated_by(session.limits(), load_state(paths).counters(best_value(load_best(paths))))
     if stop:
         raise ArError(
             f"experiment '{paths.slug}' has terminated ({stop})",
@@ -141,7 +130,7 @@ def finalize(
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
     best_after = primary if advanced else best_value(best)
-    stop = terminated_by(limits_of(session), state.counters(best_after))
+    stop = terminated_by(session.limits(), state.counters(best_after))
     result = {
         "run_id": run.run_id,
         "started_at": started_at,
@@ -162,7 +151,7 @@ def finalize(
         "train_py": "kept" if advanced else f"restored from {best['run_id'] if best else 'baseline'}",
         "should_terminate": stop is not None,
         "terminated_by": stop,
-        "progress": progress(limits_of(session), state.counters(best_after)),
+        "progress": progress(session.limits(), state.counters(best_after)),
         "chain_remaining": None,
         "log_path": paths.relative(run.log),
     }
@@ -178,60 +167,6 @@ def decide_run(status: str, primary, best: dict | None, direction: str, checked:
     return decide(status, primary, best_value(best), direction, all(c["passed"] for c in checked))
 
 
-def apply_result(paths: ExperimentPaths, result: dict) -> None:
-    """Effects of a recorded result; each step checks whether it already happened."""
-    if result["verdict"] == "advance":
-        best = load_best(paths)
-        if best is None or best["run_id"] != result["run_id"]:
-            promote_best(paths, result)
-    else:
-        restore_train_py(paths, load_best(paths))
-    crash_point("after_promote_or_restore")
-    last = results_log.tail_rows(paths.results, 1)
-    if not last or last[0]["run_id"] != result["run_id"]:
-        results_log.append_row(paths.results, result)
-    crash_point("after_row")
-    state = load_state(paths)
-    if state.last_run < parse_run_id(result["run_id"]):
-        value = result["primary"]["value"]
-        save_state(paths, after_run(state, result["run_id"], result["status"], result["verdict"], value))
-
-
-def repair(paths: ExperimentPaths) -> None:
-    """Bring state back to consistency after `ar` was killed anywhere. Caller holds the lock."""
-    from ar.durable import remove_temp_files
-
-    remove_temp_files(paths.dir)
-    paths.active.unlink(missing_ok=True)
-    if not paths.results.exists():
-        results_log.create(paths.results)
-    results_log.drop_partial_row(paths.results)
-    state = _state_matching_results(paths)
-    pending = paths.run(format_run_id(state.last_run + 1))
-    if not pending.dir.exists():
-        return
-    if pending.result.exists():
-        apply_result(paths, read_json(pending.result, f"delete {paths.relative(pending.result)} and run `ar status` again"))
-        return
-    # The run's owner died before judging it: end what is left of it and record it as a crash.
-    session = load_session(paths)
-    started = datetime.fromtimestamp(pending.dir.stat().st_mtime, timezone.utc)
-    reason = "ar was killed before the run was judged; recorded by repair"
-    finalize(paths, session, pending, launch.abandoned_outcome(pending), started.strftime(TIME_FORMAT), session.loop.seconds, reason)
-
-
-def _state_matching_results(paths: ExperimentPaths) -> LoopState:
-    if read_json_or_none(paths.state) is None:
-        save_state(paths, rebuild_state(paths))  # lost or damaged: derive it again from results.tsv
-    state = load_state(paths)
-    last = results_log.tail_rows(paths.results, 1)
-    if last and parse_run_id(last[0]["run_id"]) > state.last_run:
-        row = last[0]  # killed between appending the row and saving the counters
-        state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
-        save_state(paths, state)
-    return state
-
-
 def failure_reason(outcome, status: str, metric: str, primary, checked: list[dict]) -> str | None:
     if status == "unclean":
         return f"processes survived SIGKILL: {' '.join(map(str, outcome.survivors[:8]))}"
@@ -245,21 +180,6 @@ def failure_reason(outcome, status: str, metric: str, primary, checked: list[dic
         return f"{metric} not found in the run's output" if primary is None else f"{metric} is {primary} (not finite)"
     failed = [f"{c['name']}{c['op']}{c['threshold']:g} failed ({c['value']})" for c in checked if not c["passed"]]
     return "; ".join(failed) or None
-
-
-def limits_of(session: Session) -> Limits:
-    loop = session.loop
-    return Limits(session.experiment.primary_direction, loop.max_runs, loop.plateau, loop.threshold, loop.max_failures)
-
-
-def best_value(best: dict | None) -> float | None:
-    return best["value"] if best else None
-
-
-def exit_code(result: dict) -> int:
-    if result["status"] == "interrupted":
-        return EXIT_INTERRUPTED
-    return EXIT_TERMINATED if result["should_terminate"] else EXIT_OK
 
 
 def utc_now() -> str:

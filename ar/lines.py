@@ -5,6 +5,7 @@ Short and greppable: the agent reads them every iteration, thousands of times a 
 
 from __future__ import annotations
 
+from ar.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
 from ar.layout import ExperimentPaths
 
 NOTE_CHARS = 60
@@ -51,6 +52,12 @@ def verdict(paths: ExperimentPaths, result: dict) -> str:
 
 def finished(paths: ExperimentPaths, result: dict) -> list[str]:
     return [metric(result), verdict(paths, result)]
+
+
+def exit_code(result: dict) -> int:
+    if result["status"] == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_TERMINATED if result["should_terminate"] else EXIT_OK
 
 
 def all_lines(paths: ExperimentPaths, result: dict) -> list[str]:

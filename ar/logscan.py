@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 # A name is a whole token (never the tail of `xval_loss` or `--lr`): the match starts at the byte before it,
-# an ASCII byte that cannot be in a name (the scan puts a newline before the file). That positive class lets the
-# regex engine skip through words: about twice as fast as a lookbehind. A quote may close the name, so JSON
+# an ASCII byte that cannot be in a name (the scan puts a newline before the file). That positive class lets
+# the regex engine skip through words: 1.5-2x faster than a lookbehind. A quote may close the name, so JSON
 # and Python dict lines (`{"loss": 0.5}`) work too; the value stays on the same line.
 DEFAULT_PATTERN = (
     r"[\x00-\x2c\x3a-\x40\x5b-\x5e\x60\x7b-\x7f](?P<name>[A-Za-z_][\w/.\-]*+)['\"]?[ \t]*+[=:][ \t]*+"
@@ -39,12 +39,13 @@ def compile_pattern(pattern: str, names: Iterable[str] = ()) -> list[Matcher]:
         if not {"name", "value"} <= regex.groupindex.keys():
             raise ValueError(_NEEDS_GROUPS)
         return [Matcher(regex, None, "value")]
-    _placeholder_matcher(pattern, "name")  # validates the pattern even when no names are asked for
+    # Validates even when no names are asked for; as long as `{name}`, so error positions fit the user's text.
+    _placeholder_matcher(pattern, "_name_")
     return [_placeholder_matcher(pattern, name) for name in dict.fromkeys(names)]
 
 
 def scan_log(path: Path, pattern: str | None = None, names: Iterable[str] | None = None) -> dict[str, float]:
-    """The last value of every metric in the log at `path` (only `names` when given); {} if it is missing."""
+    """The last value of each metric in the log (only `names` when given), nan/inf kept; {} if it is missing."""
     wanted = None if names is None else list(dict.fromkeys(names))
     matchers = [_DEFAULT] if pattern is None else compile_pattern(pattern, wanted or ())
     if not matchers or wanted == []:
@@ -63,7 +64,7 @@ def _compile(pattern: str) -> re.Pattern[bytes]:
     try:
         return re.compile(pattern.encode(), re.MULTILINE)
     except re.error as e:
-        raise ValueError(f"log pattern is not a valid regex ({e}); fix it, escaping literal ( ) [ ] . * + ? with \\") from None
+        raise ValueError(f"log pattern is not a valid regex ({e}); fix it (a literal ( [ . * + ? needs a \\)") from None
 
 
 def _placeholder_matcher(pattern: str, name: str) -> Matcher:

@@ -16,6 +16,7 @@ from ar.constraints import Constraint, parse_constraint
 from ar.durable import read_json, write_json_atomic
 from ar.errors import ArError
 from ar.layout import ExperimentPaths
+from ar.termination import Limits
 
 FORMAT = 1
 DIRECTIONS = ("min", "max")
@@ -63,6 +64,10 @@ class Loop:
 class Session:
     experiment: Experiment
     loop: Loop
+
+    def limits(self) -> Limits:
+        loop = self.loop
+        return Limits(self.experiment.primary_direction, loop.max_runs, loop.plateau, loop.threshold, loop.max_failures)
 
     def with_loop(self, **changes) -> "Session":
         return replace(self, loop=replace(self.loop, **changes))

@@ -10,7 +10,8 @@ from ar import lines
 from ar.durable import read_json, read_json_or_none
 from ar.errors import EXIT_OK, EXIT_RUNNING, ArError
 from ar.experiments import resolve_experiment
-from ar.iteration import busy_error, exit_code, repair
+from ar.active import busy_error
+from ar.repair import repair
 from ar.layout import ExperimentPaths, format_run_id
 from ar.lock import IterationLock
 from ar.state import load_state
@@ -80,4 +81,4 @@ def _print_result(paths: ExperimentPaths, run_id: str | None) -> int:
     result = read_json(paths.run(run_id).result, "run `ar status` to repair the experiment")
     for line in lines.all_lines(paths, result):
         print(line)
-    return exit_code(result)
+    return lines.exit_code(result)

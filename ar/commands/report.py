@@ -11,10 +11,9 @@ from collections import deque
 import orjson
 
 from ar import results_log
-from ar.best import load_best
+from ar.best import best_value, load_best
 from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
-from ar.iteration import best_value, limits_of
 from ar.layout import ExperimentPaths
 from ar.lines import number
 from ar.settings import load_session
@@ -61,7 +60,7 @@ def collect(paths: ExperimentPaths) -> dict:
         "primary": {"name": session.experiment.primary_metric, "direction": direction},
         "runs": state.runs,
         "counts": state.counts,
-        "terminated_by": terminated_by(limits_of(session), state.counters(best_value(best))),
+        "terminated_by": terminated_by(session.limits(), state.counters(best_value(best))),
         "baseline": state.baseline,
         "best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
         "kept_changes": list(kept),

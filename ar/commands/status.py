@@ -9,10 +9,10 @@ from __future__ import annotations
 import orjson
 
 from ar import lines, results_log
-from ar.best import load_best, train_py_in_sync
+from ar.best import best_value, load_best, train_py_in_sync
 from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
-from ar.iteration import best_value, limits_of, repair
+from ar.repair import repair
 from ar.layout import ExperimentPaths
 from ar.lock import IterationLock
 from ar.settings import load_session
@@ -46,7 +46,7 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
     state = load_state(paths)
     best = load_best(paths)
     counters = state.counters(best_value(best))
-    limits = limits_of(session)
+    limits = session.limits()
     return {
         "expr": paths.slug,
         "primary": {"name": session.experiment.primary_metric, "direction": session.experiment.primary_direction},

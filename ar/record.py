@@ -1,0 +1,34 @@
+"""Recording a judged run: promote or restore, the results row, the counters.
+
+Every step first checks whether it already happened, so `repair` can redo the whole
+sequence after a kill at any point and the end state is the same.
+"""
+
+from __future__ import annotations
+
+from ar import results_log
+from ar.best import load_best, promote_best, restore_train_py
+from ar.faults import crash_point
+from ar.layout import ExperimentPaths, parse_run_id
+from ar.state import after_run, load_state, save_state
+
+
+def apply_result(paths: ExperimentPaths, result: dict) -> None:
+    """Effects of a recorded result; each step checks whether it already happened."""
+    if result["verdict"] == "advance":
+        best = load_best(paths)
+        if best is None or best["run_id"] != result["run_id"]:
+            promote_best(paths, result)
+    else:
+        restore_train_py(paths, load_best(paths))
+    crash_point("after_promote_or_restore")
+    last = results_log.tail_rows(paths.results, 1)
+    if not last or last[0]["run_id"] != result["run_id"]:
+        results_log.append_row(paths.results, result)
+    crash_point("after_row")
+    state = load_state(paths)
+    if state.last_run < parse_run_id(result["run_id"]):
+        value = result["primary"]["value"]
+        save_state(paths, after_run(state, result["run_id"], result["status"], result["verdict"], value))
+
+
