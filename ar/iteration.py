@@ -89,12 +89,12 @@ _TERMINATED_HINTS = {
 
 
 def check_unclean(paths: ExperimentPaths) -> None:
-    import psutil
-
     if not paths.unclean.exists():
         return
+    from ar.watchdog import still_alive
+
     record = read_json(paths.unclean, f"delete {paths.relative(paths.unclean)} once no process of the run is left")
-    alive = [pid for pid in record.get("pids", []) if psutil.pid_exists(pid)]
+    alive = still_alive([pid for pid in record.get("pids", []) if isinstance(pid, int)])
     if not alive:
         paths.unclean.unlink()  # the survivors have gone: the GPU is free again
         return

@@ -63,6 +63,11 @@ def tagged_pids(tag: tuple[str, str]) -> list[int]:
     return [pid for pid in _proc_pids() if pid != me and _has_entry(pid, entry)]
 
 
+def still_alive(pids: list[int]) -> list[int]:
+    """The pids that exist and are not zombies."""
+    return [pid for pid in pids if (stat := _stat(pid)) is not None and not stat[2]]
+
+
 def end_tagged(tag: tuple[str, str], grace: float) -> list[int]:
     """Kill every process carrying the tag: what is left of a run whose supervisor died.
     Returns the pids that survived SIGKILL."""

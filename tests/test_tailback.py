@@ -112,6 +112,8 @@ def test_huge_log_reads_only_the_tail(tmp_path: Path) -> None:
 
 def test_non_utf8_and_a_single_huge_line(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
+    log.write_bytes(b"\xff" * 300 + b"\nend \xe9\n")
+    assert log_tail(log) == ["\ufffd" * (MAX_LINE_CHARS - 1) + "…", "end \ufffd"]
     log.write_bytes(b"\xff" * (1 << 20) + b"\nend \xe9\n")
     assert log_tail(log) == ["end \ufffd"]  # the line the read started in is dropped: it is cut
     log.write_bytes(b"z" * (1 << 20))

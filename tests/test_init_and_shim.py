@@ -1,0 +1,104 @@
+"""`ar init` scaffolding and the shim the agent calls (`uv run python .autoresearch/ar.py`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, clean_env, make_project
+
+
+def test_init_writes_the_experiment(tmp_path: Path) -> None:
+    project = make_project(tmp_path, "--constraints", "mem_gb<=10", "--mutation-scope", "optimizer only")
+    expr = project.expr
+    for name in ("program.md", "prepare.py", "train.py", "train.py.baseline", "results.tsv", ".ar-session.json", ".ar-state.json"):
+        assert (expr / name).is_file(), name
+    assert (expr / "runs").is_dir()
+    assert (expr / "train.py").read_bytes() == (expr / "train.py.baseline").read_bytes()
+    assert (expr / "results.tsv").read_text().startswith("run_id\tstarted_at\t")
+    program = (expr / "program.md").read_text()
+    assert "mem_gb<=10" in program and "optimizer only" in program and "val_loss" in program
+    chain = json.loads((tmp_path / ".autoresearch" / ".chain-session.json").read_text())
+    assert chain["current_slug"] == "exp"
+    assert os.access(tmp_path / ".autoresearch" / "ar.py", os.X_OK)
+    # the scaffolded train.py is runnable and reports the primary metric
+    done = subprocess.run([sys.executable, str(expr / "train.py")], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1].startswith("val_loss=")
+
+
+def test_init_is_valid_for_any_goal_and_metric_text(tmp_path: Path) -> None:
+    goal = 'it\'s a "goal" with \\backslashes\\, a\nnewline, ünïcødé 🚀 and """triple""" quotes'
+    metric = 'val"loss\'ü\\x'
+    project = Project(tmp_path)
+    project.ar("init", "--expr", "exp", "--goal", goal, "--primary-metric", metric, "--primary-direction", "max",
+               "--log-pattern", "{name}=(?P<value>\\S+)", check=True)
+    for name in ("train.py", "prepare.py"):
+        compile((project.expr / name).read_text(encoding="utf-8"), name, "exec")
+    assert goal.strip() in (project.expr / "program.md").read_text(encoding="utf-8")
+    ns: dict = {}
+    exec(compile((project.expr / "train.py").read_text(encoding="utf-8").split("import random")[0], "t", "exec"), ns)
+    assert ns["PRIMARY_METRIC"] == metric and ns["DIRECTION"] == "max"
+
+
+def test_second_experiment_becomes_current(tmp_path: Path) -> None:
+    first = make_project(tmp_path, slug="first")
+    make_project(tmp_path, slug="second")
+    status = first.ar("status", check=True).stdout
+    assert status.startswith("expr second:")
+    assert first.ar("status", "--expr", "first", check=True).stdout.startswith("expr first:")
+
+
+@pytest.fixture
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An interpreter without ar's dependencies, like a host project's own environment."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import typer"], capture_output=True)
+    assert probe.returncode != 0, "the bare venv must not see ar's dependencies"
+    return python
+
+
+def _site_packages(python: Path) -> list[str]:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True)
+    return sorted(os.listdir(out.stdout.strip()))
+
+
+def test_shim_runs_ar_from_an_environment_without_its_dependencies(project: Project, bare_python: Path) -> None:
+    before = _site_packages(bare_python)
+    shim = [str(bare_python), ".autoresearch/ar.py"]
+    done = subprocess.run([*shim, "status", "--compact"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("expr exp:")
+    # exit codes pass through: usage error 2, refused run 1
+    assert subprocess.run([*shim, "no-such-command"], cwd=project.root, env=clean_env(), capture_output=True).returncode == 2
+    (project.expr / "prepare.py").write_text("# edited\n")
+    refused = subprocess.run([*shim, "run"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
+    assert refused.returncode == 1 and "prepare.py changed" in refused.stderr
+    assert _site_packages(bare_python) == before  # the project's environment is never modified
+
+
+def test_shim_uses_the_project_interpreter_for_runs(project: Project, bare_python: Path) -> None:
+    project.write_train("import sys\nprint('exe', sys.executable)\nprint('val_loss=1.0')\n")
+    done = subprocess.run([str(bare_python), ".autoresearch/ar.py", "run"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    log = (project.expr / "runs" / "r0001" / "run.log").read_text()
+    assert f"exe {bare_python}" in log
+
+
+def test_shim_through_uv_run_in_a_uv_project(project: Project) -> None:
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    (project.root / "pyproject.toml").write_text('[project]\nname = "host"\nversion = "0"\nrequires-python = ">=3.10"\ndependencies = []\n')
+    env = clean_env()
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run([uv, "run", "--quiet", "python", ".autoresearch/ar.py", "status"], cwd=project.root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("expr exp:")
