@@ -12,12 +12,12 @@ import typer
 
 from ar.errors import EXIT_USAGE, ArError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="autoresearch helper runtime: one command per ML experiment iteration.",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.callback()
+def root() -> None:
+    """autoresearch helper runtime: one command per ML experiment iteration."""
 
 Expr = Annotated[Optional[str], typer.Option("--expr", help="Experiment slug (default: the current one).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -142,11 +142,21 @@ def demo(
     return demo_command(dir)
 
 
+def _build_only(name: str) -> None:
+    """typer builds a parser for every registered command on each call (~10 ms here); when the
+    invoked command is known, register only that one. The callback keeps `ar <command>` a group."""
+    chosen = [c for c in app.registered_commands if c.callback.__name__ == name]
+    if chosen:
+        app.registered_commands = chosen
+
+
 def main(argv: list[str] | None = None) -> None:
     import click
 
-    debug = "--debug" in (argv if argv is not None else sys.argv)
-    args = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    _build_only(args[0] if args else "")
     try:
         code = app(args=args, prog_name="ar", standalone_mode=False)
     except ArError as exc:
