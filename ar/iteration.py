@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from datetime import datetime, timezone
 
 from ar import launch, lines, supervisor
@@ -167,11 +168,20 @@ def decide_run(status: str, primary, best: dict | None, direction: str, checked:
     return decide(status, primary, best_value(best), direction, all(c["passed"] for c in checked))
 
 
+def exit_reason(code: int | None) -> str:
+    if code is None:
+        return "ended without an exit status"
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        return f"killed by {name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+    return f"exited with code {code}"
+
+
 def failure_reason(outcome, status: str, metric: str, primary, checked: list[dict]) -> str | None:
     if status == "unclean":
         return f"processes survived SIGKILL: {' '.join(map(str, outcome.survivors[:8]))}"
     if status == "crash":
-        return f"exited with code {outcome.exit_code}"
+        return exit_reason(outcome.exit_code)
     if status == "timeout":
         return "killed at the time limit"
     if status == "interrupted":

@@ -14,6 +14,7 @@ from ar.settings import Session
 
 GRACE_SECONDS = 10
 DISTRIBUTED_GRACE_SECONDS = 30  # launchers need time to tear down workers and free GPU memory
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?\[\]{}~!#\n]|^\s*\w+=")  # pipes, globs, env assignments, ...
 _DISTRIBUTED = re.compile(r"\b(torchrun|accelerate|deepspeed|torch\.distributed)\b")
 
 
@@ -21,6 +22,17 @@ def launch_command(paths: ExperimentPaths, session: Session) -> str:
     python = os.environ.get("AR_PROJECT_PYTHON") or sys.executable
     runner = session.experiment.runner
     return runner.replace("{python}", shlex.quote(python)).replace("{train_py}", shlex.quote(paths.relative(paths.train_py)))
+
+
+def launch_argv(command: str) -> list[str]:
+    """A plain command runs directly, so its exit status (a signal, say) is the program's own,
+    not a shell's; anything with shell syntax goes through /bin/sh."""
+    if _SHELL_SYNTAX.search(command) is None:
+        try:
+            return shlex.split(command)
+        except ValueError:
+            pass
+    return ["/bin/sh", "-c", command]
 
 
 def grace_seconds(command: str) -> int:
@@ -47,7 +59,7 @@ def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int)
     deadline = time.time() + seconds
     env = child_env(paths, run, seconds, deadline)
     launch = Launch(
-        command=command,
+        argv=launch_argv(command),
         cwd=paths.root,
         env=env,
         log_path=run.log,

@@ -28,7 +28,7 @@ _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 @dataclass(frozen=True)
 class Launch:
-    command: str  # run as ["/bin/sh", "-c", command]
+    argv: list[str]  # the program and its arguments (a shell command is ["/bin/sh", "-c", text])
     cwd: Path
     env: dict[str, str]  # the child's full environment
     log_path: Path  # stdout+stderr of the whole tree, appended
@@ -76,7 +76,7 @@ def end_tagged(tag: tuple[str, str], grace: float) -> list[int]:
 
 
 def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -> Outcome:
-    """Run launch.command to completion, the deadline, or an interrupt; then kill whatever is left.
+    """Run launch.argv to completion, the deadline, or an interrupt; then kill whatever is left.
 
     Must be called from the main thread: it installs SIGINT/SIGTERM/SIGHUP handlers for its duration.
     """
@@ -95,7 +95,7 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
         with open(launch.log_path, "ab") as log:
             start = time.monotonic()
             child = subprocess.Popen(
-                ["/bin/sh", "-c", launch.command], cwd=launch.cwd, env=launch.env,
+                launch.argv, cwd=launch.cwd, env=launch.env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )

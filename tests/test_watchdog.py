@@ -40,7 +40,7 @@ if spec.get("no_pidfd"):
     del os.pidfd_open  # as on kernels or platforms without pidfd: the short-poll fallback
 sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 before = [signal.getsignal(s) for s in sigs]
-launch = Launch(command=spec["command"], cwd=Path(spec["cwd"]), env=spec["env"],
+launch = Launch(argv=["/bin/sh", "-c", spec["command"]], cwd=Path(spec["cwd"]), env=spec["env"],
                 log_path=Path(spec["log"]), seconds=spec["seconds"], grace=spec["grace"],
                 tag=(spec["tag_name"], spec["tag_value"]))
 spawned = []
