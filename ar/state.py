@@ -53,13 +53,24 @@ def after_run(state: LoopState, run_id: str, status: str, verdict: str, value: f
 
 
 def load_state(paths: ExperimentPaths) -> LoopState:
+    return stored_state(paths) or rebuild_state(paths)
+
+
+def stored_state(paths: ExperimentPaths) -> LoopState | None:
+    """The saved counters; None when missing, not JSON, or of the wrong shape (then rebuilt)."""
     data = read_json_or_none(paths.state)
-    if isinstance(data, dict):
-        try:
-            return LoopState(**{k: v for k, v in data.items() if k in _FIELDS})
-        except TypeError:
-            pass
-    return rebuild_state(paths)
+    if not isinstance(data, dict):
+        return None
+    try:
+        state = LoopState(**{k: v for k, v in data.items() if k in _FIELDS})
+    except TypeError:
+        return None
+    numbers = (state.last_run, state.runs, state.scored_since_best, state.consecutive_failures)
+    if not all(type(n) is int and n >= 0 for n in numbers) or not isinstance(state.counts, dict):
+        return None
+    if not isinstance(state.manual_stop, bool) or not isinstance(state.baseline, (dict, type(None))):
+        return None
+    return state
 
 
 def save_state(paths: ExperimentPaths, state: LoopState) -> None:

@@ -24,7 +24,7 @@ from ar.settings import DEFAULT_RUNNER, DIRECTIONS, Experiment, Loop, Session, s
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 METRIC_BACKENDS = ("log",)
 MAX_SECONDS = 7 * 24 * 3600
-_LOG_NAME = re.compile(r"[A-Za-z_][\w./-]*")  # what the default log pattern can find
+_LOG_NAME = re.compile(r"[A-Za-z_][\w./-]*", re.ASCII)  # what the default log pattern (bytes, ASCII \w) can find
 
 
 def init_experiment(
@@ -99,9 +99,9 @@ def _validate(goal, metric, direction, runner, seconds, backend, log_pattern) ->
 
 def _render(template: str, values: dict[str, str]) -> str:
     text = (TEMPLATES / template).read_text(encoding="utf-8")
-    for key, value in values.items():
-        text = text.replace(f"__{key}__", value)
-    return text
+    # One pass: a value that itself holds a placeholder (a goal mentioning __METRIC__) stays verbatim.
+    placeholder = re.compile("__(" + "|".join(map(re.escape, values)) + ")__")
+    return placeholder.sub(lambda m: values[m.group(1)], text)
 
 
 def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: int) -> None:
