@@ -1,0 +1,579 @@
+"""Integrity of an experiment under kills, concurrency and hand edits (SPEC §5.6, §6).
+
+Every test drives the real CLI in subprocesses. After a kill, the next command (`ar status`)
+must repair: one results row per run directory, best.json on an existing snapshot, train.py
+equal to the best (or the baseline), counters that agree with results.tsv, no temp files and
+no process of the run left alive; and the best from before the kill is never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, clean_env, printing
+
+HEADER = "run_id\tstarted_at\twall_s\tstatus\tverdict\tmetric\tvalue\tvalid\timproved\tnote"
+FAILURES = {"crash", "timeout", "invalid", "unclean"}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def start_ar(project: Project, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ar", *args],
+        cwd=project.root,
+        env=env or clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def one_line(text: str) -> str:
+    got = text.strip().splitlines()
+    assert len(got) == 1, f"expected one line, got {got!r}"
+    return got[0]
+
+
+def out_lines(done) -> list[str]:
+    return done.stdout.strip().splitlines()
+
+
+def run_ok(project: Project, *args: str) -> list[str]:
+    done = project.ar("run", *args, check=True)
+    return out_lines(done)
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def active(project: Project) -> dict | None:
+    try:
+        return json.loads((project.expr / ".ar-active.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _proc_info(pid: int) -> tuple[str, bytes, bytes] | None:
+    """(cwd, environ, cmdline) of a live (non-zombie) process; None when gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        if stat[stat.rindex(b")") + 2 :].split()[0] == b"Z":
+            return None
+        return os.readlink(f"/proc/{pid}/cwd"), Path(f"/proc/{pid}/environ").read_bytes(), Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+
+
+def project_pids(project: Project) -> list[int]:
+    """Live processes working in this project: `ar` clients and supervisors (cwd) and training runs (env tag)."""
+    root = str(project.root)
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        info = _proc_info(int(name))
+        if info is None:
+            continue
+        cwd, environ, _ = info
+        if cwd == root or cwd.startswith(root + os.sep) or (root + os.sep).encode() in environ:
+            found.append(int(name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    return _proc_info(pid) is not None
+
+
+def assert_no_processes(project: Project) -> None:
+    deadline = time.monotonic() + 1.0  # a SIGKILLed process needs a moment to become a zombie
+    while (left := project_pids(project)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, f"processes of the project still alive: {[(p, _proc_info(p)[2]) for p in left if _proc_info(p)]}"
+
+
+def supervisor_pids(project: Project, client_pid: int) -> list[int]:
+    """The supervisor (and the short-lived middle fork): forks of `ar run` other than the client."""
+    root = str(project.root)
+    pids = []
+    act = active(project)
+    candidates = [act["pid"]] if act and isinstance(act.get("pid"), int) else []
+    candidates += [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    for pid in dict.fromkeys(candidates):
+        if pid in (client_pid, os.getpid()):
+            continue
+        info = _proc_info(pid)
+        if info and info[0] == root and b"\0ar\0run" in info[2]:
+            pids.append(pid)
+    return pids
+
+
+def state_from_rows(rows: list[list[str]]) -> dict:
+    """The counters results.tsv implies, computed independently of ar."""
+    counts: dict[str, int] = {}
+    scored = failures = 0
+    baseline = None
+    for row in rows:
+        run_id, status, verdict, value = row[0], row[3], row[4], row[6]
+        counts[verdict] = counts.get(verdict, 0) + 1
+        if verdict == "advance":
+            scored = 0
+            if baseline is None:
+                baseline = {"run_id": run_id, "value": float(value)}
+        elif status == "ok":
+            scored += 1
+        failures = failures + 1 if status in FAILURES else 0
+    last = int(rows[-1][0][1:]) if rows else 0
+    return {"last_run": last, "runs": len(rows), "counts": counts, "scored_since_best": scored,
+            "consecutive_failures": failures, "baseline": baseline}
+
+
+def check_invariants(project: Project, train_py_restored: bool = True) -> dict | None:
+    """The repaired state every test expects once nothing runs; returns best.json.
+    train_py_restored=False: no run was started since train.py was last edited, so it may differ."""
+    expr = project.expr
+    text = (expr / "results.tsv").read_text()
+    assert text.startswith(HEADER + "\n") and text.endswith("\n"), f"torn results.tsv: {text[-200:]!r}"
+    rows = project.rows()
+    for row in rows:
+        assert len(row) == 10, f"malformed row {row!r}"
+    ids = [row[0] for row in rows]
+    run_dirs = sorted(p.name for p in (expr / "runs").iterdir())
+    assert len(ids) == len(set(ids)), f"duplicate rows: {ids}"
+    assert ids == run_dirs, f"rows {ids} != run dirs {run_dirs}"
+    for row in rows:
+        result = project.result(row[0])
+        assert (result["status"], result["verdict"]) == (row[3], row[4])
+
+    advances = [row for row in rows if row[4] == "advance"]
+    best = project.best()
+    baseline = (expr / "train.py.baseline").read_bytes()
+    if advances:
+        assert best is not None and best["run_id"] == advances[-1][0]
+        assert best["value"] == pytest.approx(float(advances[-1][6]))
+        values = [float(row[6]) for row in advances]
+        assert values == sorted(values, reverse=True) and len(set(values)) == len(values), values
+        scored = [float(row[6]) for row in rows if row[3] == "ok" and row[7] == "true"]
+        assert min(scored) == pytest.approx(best["value"]), "a better run than the best exists"
+        snapshot = expr / "runs" / best["run_id"] / "train.py"
+        assert snapshot.is_file()
+        if train_py_restored:
+            assert project.train_py.read_bytes() == snapshot.read_bytes(), "train.py differs from the best snapshot"
+    else:
+        assert best is None
+        if train_py_restored:
+            assert project.train_py.read_bytes() == baseline, "train.py differs from the baseline"
+
+    state = json.loads((expr / ".ar-state.json").read_text())
+    expected = state_from_rows(rows)
+    assert {k: state[k] for k in expected} == expected
+    assert not [p for p in expr.rglob("*") if ".tmp-" in p.name], "temp files left behind"
+    assert not (expr / ".ar-active.json").exists()
+    assert_no_processes(project)
+    return best
+
+
+def body(value: float, sleep: float = 0.0) -> str:
+    """A train.py body that records its pid in its run dir, sleeps, then prints val_loss."""
+    return (
+        "import os, time\n"
+        "with open(os.path.join(os.environ['AR_RUN_DIR'], 'pid'), 'w') as f:\n"
+        "    f.write(str(os.getpid()))\n"
+        f"time.sleep({sleep})\n"
+        f"print('val_loss={value}')\n"
+    )
+
+
+# ---------------------------------------------------------------- 1. kill at each step
+
+CRASH_POINTS = ["after_snapshot", "after_spawn", "after_watch", "after_result", "after_promote_or_restore", "after_row"]
+BEFORE_JUDGED = {"after_snapshot", "after_spawn", "after_watch"}  # no result.json yet: repair records a crash
+
+
+@pytest.mark.parametrize("kind", ["advance", "revert"])
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_kill_at_each_step(project: Project, point: str, kind: str):
+    project.write_train(body(1.0), note="first")
+    run_ok(project)
+    first_snapshot = (project.expr / "runs" / "r0001" / "train.py").read_bytes()
+
+    value = 0.5 if kind == "advance" else 2.0
+    project.write_train(body(value, sleep=30 if point == "after_spawn" else 0), note="killed")
+    edited = project.train_py.read_bytes()
+    done = project.ar("run", env=clean_env(AR_CRASH_AT=point), timeout=60)
+    if point == "after_snapshot":
+        assert done.returncode == -signal.SIGKILL  # the client itself died
+    else:
+        assert done.returncode not in (0, -signal.SIGKILL), done
+        last = out_lines(done)[-1]
+        assert "r0002" in last and "ar status" in last, done.stdout
+
+    training_pid = None
+    if point == "after_spawn":
+        pid_file = project.expr / "runs" / "r0002" / "pid"
+        wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="the training to start")
+        training_pid = int(pid_file.read_text())
+        assert alive(training_pid), "the training should outlive its killed supervisor until repair"
+
+    status = project.ar("status")
+    assert status.returncode == 0, status.stderr
+    if training_pid is not None:
+        assert not alive(training_pid), "repair left the training process running"
+    best = check_invariants(project)
+
+    row = project.rows()[-1]
+    assert row[0] == "r0002" and len(project.rows()) == 2
+    if point in BEFORE_JUDGED:
+        assert (row[3], row[4]) == ("crash", "crash")
+        expect_best, expect_train = "r0001", first_snapshot
+    elif kind == "advance":
+        assert (row[3], row[4]) == ("ok", "advance")
+        expect_best, expect_train = "r0002", edited
+    else:
+        assert (row[3], row[4]) == ("ok", "revert")
+        expect_best, expect_train = "r0001", first_snapshot
+    assert best["run_id"] == expect_best  # the best from before the kill is never lost
+    assert project.train_py.read_bytes() == expect_train
+
+    # Repair is idempotent, and the loop goes on with the next id.
+    assert project.ar("status").returncode == 0
+    assert len(project.rows()) == 2
+    project.write_train(body(0.1), note="after")
+    lines = run_ok(project)
+    assert lines[0].startswith("launched r0003"), lines
+    assert "advance" in lines[-1]
+    assert check_invariants(project)["run_id"] == "r0003"
+
+
+def test_temp_files_of_a_killed_write_are_removed(project: Project):
+    """A kill inside an atomic write leaves `<name>.tmp-<pid>`: in the experiment or in the run dir."""
+    project.write_train(body(1.0), note="first")
+    run_ok(project)
+    project.write_train(body(0.5), note="killed while writing its result")
+    done = project.ar("run", env=clean_env(AR_CRASH_AT="after_watch"))
+    assert done.returncode == 1
+    run_dir = project.expr / "runs" / "r0002"
+    (run_dir / "result.json.tmp-999999").write_text('{"run_id": "r00')
+    (project.expr / "best.json.tmp-999999").write_text('{"run_')
+    assert project.ar("status").returncode == 0
+    check_invariants(project)
+    assert project.rows()[-1][:1] + project.rows()[-1][3:5] == ["r0002", "crash", "crash"]
+
+
+# ---------------------------------------------------------------- 2. randomized kills
+
+
+def test_random_kills(project: Project):
+    seed = int(os.environ.get("AR_TEST_SEED", time.time_ns() % 100000))
+    rng = random.Random(seed)
+    print(f"AR_TEST_SEED={seed}")  # shown on failure, to replay the same kill moments
+    project.ar("session", "--max-failures", "1000", check=True)  # many kills in a row must not terminate the loop
+    best_value = None
+    for i in range(10):
+        where = f"seed {seed}, iteration {i}"
+        project.write_train(body(round(rng.uniform(0.1, 5.0), 3), sleep=0.3), note=f"iteration {i}")
+        edited = project.train_py.read_bytes()
+        runs_before = len(list((project.expr / "runs").iterdir()))
+        mode = rng.choice(["client", "supervisor", "both"])
+        client = start_ar(project, "run")
+        killed_supervisor = False
+        if mode == "client":
+            time.sleep(rng.uniform(0.0, 0.8))  # anywhere from start-up (lock, repair, snapshot) to the end
+            client.kill()
+        else:
+            # Anywhere in the supervisor's life: before the spawn, during training, while recording.
+            wait_for(lambda: supervisor_pids(project, client.pid) or client.poll() is not None, what="the supervisor")
+            time.sleep(rng.uniform(0.0, 0.5))
+            if mode == "both" and rng.random() < 0.5:
+                client.kill()
+            # Until none is left: a middle fork killed just after it forked leaves a supervisor behind.
+            while pids := supervisor_pids(project, client.pid):
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        killed_supervisor = True
+                    except ProcessLookupError:
+                        pass
+            if mode == "both":
+                client.kill()
+        client.communicate(timeout=60)
+        if not killed_supervisor:
+            waited = project.ar("wait", timeout=60)  # re-attach: blocks until the run is recorded
+            if waited.returncode == 0:
+                assert len(out_lines(waited)) == 3, (where, waited.stdout)
+            else:
+                assert waited.returncode == 1 and "no runs yet" in waited.stderr, (where, waited)
+        status = project.ar("status")
+        assert status.returncode == 0, (where, status.stderr)
+        started = len(list((project.expr / "runs").iterdir())) > runs_before
+        if not started:  # killed before it took a run id: nothing ran, the edit stays
+            assert project.train_py.read_bytes() == edited, where
+        best = check_invariants(project, train_py_restored=started)
+        last = project.rows()[-1][3:5] if started else None
+        print(f"{where}: killed {mode} (supervisor found: {killed_supervisor}); run recorded as {last}")
+        if best_value is not None:
+            assert best is not None and best["value"] <= best_value, f"{where}: the best got lost"
+        best_value = best["value"] if best else None
+
+    number = len(list((project.expr / "runs").iterdir())) + 1
+    project.write_train(body(0.01), note="final")
+    lines = run_ok(project)
+    assert lines[0].startswith(f"launched r{number:04d}"), lines
+    check_invariants(project)
+
+
+# ---------------------------------------------------------------- 3. torn results row
+
+
+def test_torn_results_row_is_dropped(project: Project):
+    project.write_train(printing("1.0"))
+    run_ok(project)
+    results = project.expr / "results.tsv"
+    intact = results.read_text()
+    with open(results, "a") as f:
+        f.write("r0002\t2026-11-22T00:00:00Z\t0.5\tok\tadv")  # a kill mid-append: no newline
+    assert project.ar("status").returncode == 0
+    assert results.read_text() == intact
+    project.write_train(printing("0.5"), note="after tear")
+    assert run_ok(project)[0].startswith("launched r0002")
+    rows = project.rows()
+    assert [r[0] for r in rows] == ["r0001", "r0002"]
+    assert rows[-1][3:5] == ["ok", "advance"] and rows[-1][6] == "0.5" and rows[-1][9] == "after tear"
+    check_invariants(project)
+
+
+# ---------------------------------------------------------------- 4. one iteration at a time
+
+
+def test_second_run_is_refused_while_one_runs(project: Project):
+    project.write_train(body(1.0, sleep=2), note="long")
+    first = start_ar(project, "run")
+    wait_for(lambda: active(project) is not None, what=".ar-active.json")
+
+    second = project.ar("run")
+    assert first.poll() is None, "the second run must fail at once, not wait for the first"
+    assert second.returncode == 5
+    assert second.stdout == ""
+    line = one_line(second.stderr)
+    assert "r0001" in line and "ar wait" in line and "ar stop" in line
+
+    fresh = project.ar("session", "--resume", "fresh", "--yes")
+    assert fresh.returncode == 5, fresh
+    assert "r0001" in one_line(fresh.stderr)
+    assert (project.expr / "runs" / "r0001").is_dir()
+    assert first.poll() is None
+
+    out, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("launched r0001") and "ok/advance" in lines[2]
+    assert len(list((project.expr / "runs").iterdir())) == 1  # the refused run made no run dir
+    check_invariants(project)
+
+
+# ---------------------------------------------------------------- 5. runs outlive their caller
+
+
+def test_run_wait_returns_and_the_run_finishes(project: Project):
+    project.write_train(body(1.0, sleep=3), note="three seconds")
+    started = time.monotonic()
+    done = project.ar("run", "--wait", "1")
+    assert done.returncode == 3, done
+    assert time.monotonic() - started < 2.8
+    lines = out_lines(done)
+    assert len(lines) <= 2 and lines[0].startswith("launched r0001")
+    assert "still running" in lines[-1] and "ar wait" in lines[-1]
+
+    status = project.ar("status")
+    assert "running r0001" in status.stdout  # the run goes on without its caller
+    assert not (project.expr / "runs" / "r0001" / "result.json").exists()
+
+    waited = project.ar("wait")
+    assert waited.returncode == 0, waited
+    got = out_lines(waited)
+    assert len(got) == 3 and got[0] == lines[0]
+    assert got[1].startswith("metric val_loss=1 ") and got[2].startswith("verdict ok/advance")
+    assert project.result("r0001")["wall_seconds"] >= 3
+    check_invariants(project)
+
+
+def test_killed_client_run_is_recorded_and_wait_reattaches(project: Project):
+    project.write_train(body(1.0, sleep=2), note="client killed")
+    client = start_ar(project, "run")
+    wait_for(lambda: active(project) is not None, what=".ar-active.json")
+    client.kill()
+    client.communicate(timeout=10)
+
+    short = project.ar("wait", "--wait", "0.3")
+    assert short.returncode == 3, short
+    line = one_line(short.stdout)
+    assert "r0001" in line and "still running" in line and "ar wait" in line
+
+    result_file = project.expr / "runs" / "r0001" / "result.json"
+    assert not result_file.exists(), "the run should still be going when `ar wait` starts"
+    waited = project.ar("wait")
+    finished_at = time.time()
+    assert waited.returncode == 0, waited
+    got = out_lines(waited)
+    assert len(got) == 3 and got[0].startswith("launched r0001") and got[2].startswith("verdict ok/advance")
+    assert finished_at - result_file.stat().st_mtime < 1.5, "ar wait should return as soon as the run is recorded"
+    result = project.result("r0001")
+    assert result["status"] == "ok" and result["wall_seconds"] >= 2
+    assert [r[0] for r in project.rows()] == ["r0001"]
+    check_invariants(project)
+
+    # Nothing running: `ar wait` prints exactly what `ar run` printed for the last run.
+    project.write_train(printing("0.5"), note="normal")
+    printed = run_ok(project)
+    again = project.ar("wait")
+    assert again.returncode == 0
+    assert out_lines(again) == printed and len(printed) == 3
+
+
+# ---------------------------------------------------------------- 6. write discipline
+
+
+@pytest.mark.parametrize("name", ["prepare.py", "program.md"])
+def test_frozen_files_edited_refuse_the_run(project: Project, name: str):
+    path = project.expr / name
+    original = path.read_bytes()
+    project.write_train(printing("1.0"))
+    path.write_bytes(original + b"\n# tweak\n")
+    done = project.ar("run")
+    assert done.returncode == 1, done
+    assert name in one_line(done.stderr)
+    assert not list((project.expr / "runs").iterdir())
+    path.write_bytes(original)
+    assert run_ok(project)[0].startswith("launched r0001")
+    check_invariants(project)
+
+
+def test_hand_edited_session_is_refused(project: Project):
+    path = project.expr / ".ar-session.json"
+    original = path.read_bytes()
+    data = json.loads(original)
+    data["loop"]["seconds"] = 99
+    path.write_text(json.dumps(data, indent=2))
+    project.write_train(printing("1.0"))
+    for args in (("run",), ("session", "--seconds", "5")):
+        done = project.ar(*args)
+        assert done.returncode == 1, done
+        assert ".ar-session.json" in one_line(done.stderr)
+    assert not list((project.expr / "runs").iterdir())
+    path.write_bytes(original)
+    assert run_ok(project)[0].startswith("launched r0001")
+
+
+# ---------------------------------------------------------------- 7. ar session
+
+
+def loop_settings(project: Project) -> dict:
+    return json.loads(project.ar("session", "--json", check=True).stdout)["loop"]
+
+
+def test_session_sets_and_shows_each_flag(project: Project):
+    shown = out_lines(project.ar("session", check=True))
+    assert 1 <= len(shown) <= 10 and "seconds 20" in "\n".join(shown)
+    cases = [
+        (["--seconds", "30"], {"seconds": 30}),
+        (["--max-runs", "7"], {"max_runs": 7}),
+        (["--plateau", "3"], {"plateau": 3}),
+        (["--threshold", "0.25"], {"threshold": 0.25}),
+        (["--max-failures", "2"], {"max_failures": 2}),
+        (["--unlimited"], {"max_runs": None, "plateau": None, "threshold": None}),
+        (["--chain-mode", "max_n", "--chain-max", "3"], {"chain_mode": "max_n", "chain_max": 3}),
+        (["--chain-mode", "unlimited"], {"chain_mode": "unlimited"}),
+        (["--chain-mode", "disabled"], {"chain_mode": "disabled"}),
+        (["--resume", "revert-best"], {"resume": "revert-best"}),
+        (["--resume", "continue"], {"resume": "continue"}),
+        (["--ack-baseline"], {"baseline_acknowledged": True}),
+    ]
+    for args, expected in cases:
+        done = project.ar("session", *args)
+        assert done.returncode == 0, (args, done.stderr)
+        loop = loop_settings(project)
+        assert {k: loop[k] for k in expected} == expected, args
+    assert loop["seconds"] == 30 and loop["max_failures"] == 2  # earlier settings kept
+    text = project.ar("session", check=True).stdout
+    assert "seconds 30" in text and "chain_mode disabled" in text and "baseline_acknowledged true" in text
+    as_json = json.loads(project.ar("session", "--json", "--plateau", "4", check=True).stdout)
+    assert as_json["loop"]["plateau"] == 4 and as_json["experiment"]["primary_metric"] == "val_loss"
+    # The settings file stays valid for the loop.
+    project.write_train(printing("1.0"))
+    assert run_ok(project)[0] == "launched r0001 (30s budget): test"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--seconds=-1"],
+        ["--max-runs", "0"],
+        ["--plateau=-3"],
+        ["--max-failures", "0"],
+        ["--threshold", "nan"],
+        ["--chain-mode", "max_n"],
+        ["--chain-mode", "sometimes"],
+        ["--resume", "later"],
+        ["--unlimited", "--max-runs", "3"],
+    ],
+)
+def test_session_bad_values_are_refused(project: Project, args: list[str]):
+    before = (project.expr / ".ar-session.json").read_bytes()
+    done = project.ar("session", *args)
+    assert done.returncode == 1, (args, done)
+    assert one_line(done.stderr).startswith("ar: ")
+    assert (project.expr / ".ar-session.json").read_bytes() == before
+
+
+def test_session_resume_fresh_and_revert_best(project: Project):
+    project.write_train(printing("1.0"), note="one")
+    run_ok(project)
+    project.write_train(printing("0.5"), note="two")
+    run_ok(project)
+    project.write_train(printing("0.9"), note="three")
+    run_ok(project)
+    assert project.best()["run_id"] == "r0002"
+
+    # revert-best: a hand-diverged train.py goes back to the best snapshot
+    project.write_train(printing("7"), note="diverged")
+    done = project.ar("session", "--resume", "revert-best")
+    assert done.returncode == 0, done.stderr
+    assert project.train_py.read_bytes() == (project.expr / "runs" / "r0002" / "train.py").read_bytes()
+
+    # fresh without --yes: refused, nothing touched
+    project.write_train(printing("7"), note="diverged")
+    done = project.ar("session", "--resume", "fresh")
+    assert done.returncode == 1
+    assert "--yes" in one_line(done.stderr)
+    assert len(project.rows()) == 3 and project.best()["run_id"] == "r0002"
+
+    # fresh --yes: runs, best and results wiped (header kept), train.py back to the baseline
+    done = project.ar("session", "--resume", "fresh", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert (project.expr / "results.tsv").read_text() == HEADER + "\n"
+    assert project.best() is None and not (project.expr / "best.json").exists()
+    assert not list((project.expr / "runs").iterdir())
+    assert project.train_py.read_bytes() == (project.expr / "train.py.baseline").read_bytes()
+    check_invariants(project)
+    status = project.ar("status", "--json", check=True)
+    assert json.loads(status.stdout)["runs"] == 0
+
+    project.write_train(printing("3.0"), note="restart")
+    lines = run_ok(project)
+    assert lines[0].startswith("launched r0001") and "ok/advance" in lines[2]
+    check_invariants(project)
