@@ -7,7 +7,6 @@ kept or restored byte-for-byte (to runs/<best>/train.py, or train.py.baseline be
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -15,11 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
+
+from processes import assert_all_gone, hung_mount, wait_until
 from conftest import Project, clean_env, make_project, printing
 
 from ar.termination import Counters, Limits, terminated_by
@@ -29,28 +29,6 @@ PY = sys.executable
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only a zombie of it."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def assert_all_gone(pids: list[int]) -> None:
-    assert pids
-    assert wait_until(lambda: all(gone(p) for p in pids), timeout=3), [p for p in pids if not gone(p)]
 
 
 def run(project: Project, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -403,28 +381,6 @@ def test_interrupted_run(project: Project, how: str) -> None:
 
 # --------------------------------------------------------------------------------------- unclean / crash
 
-# Minimal FUSE server over the raw /dev/fuse protocol (the technique of tests/test_watchdog.py): it
-# answers FUSE_INIT and then never answers again, so a process that touches the mount waits in the
-# kernel in uninterruptible sleep, which SIGKILL cannot end until the server goes away.
-FUSE_SERVER = """
-import ctypes, os, struct, sys
-fd = os.open("/dev/fuse", os.O_RDWR)
-libc = ctypes.CDLL(None, use_errno=True)
-opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
-if libc.mount(b"ar-verdict-test", sys.argv[1].encode(), b"fuse", 0, opts) != 0:
-    print("mount failed:", os.strerror(ctypes.get_errno()), flush=True)
-    sys.exit(1)
-print("mounted", flush=True)
-held = []
-while True:
-    request = os.read(fd, 1 << 20)
-    _, opcode, unique = struct.unpack_from("<IIQ", request)
-    if opcode == 26:  # FUSE_INIT: reply as protocol 7.31
-        body = struct.pack("<IIIIHHIIHHII24x", 7, 31, 0, 0, 0, 0, 4096, 1, 0, 0, 0, 0)
-        os.write(fd, struct.pack("<IiQ", 16 + len(body), 0, unique) + body)
-    else:
-        held.append(unique)
-"""
 
 STUCK_CHILD = """
 import os, time
@@ -444,27 +400,10 @@ print("val_loss=0.5", flush=True)
 
 
 def test_unclean_run_is_a_fatal_crash_until_the_survivor_is_gone(project: Project, tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.skip("needs root and /dev/fuse to mount a FUSE file system")
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    server_py = tmp_path / "fuse_server.py"
-    server_py.write_text(FUSE_SERVER)
-    server = subprocess.Popen([PY, str(server_py), str(mountpoint)], stdout=subprocess.PIPE, text=True)
-    stuck_file = tmp_path / "stuck"
-
-    def release() -> None:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        ctypes.CDLL(None, use_errno=True).umount2(str(mountpoint).encode(), 2)  # MNT_DETACH
-
-    try:
-        line = server.stdout.readline().strip()
-        if line != "mounted":
-            pytest.skip(f"cannot mount FUSE here: {line or 'server exited'}")
+    with hung_mount(tmp_path) as mount:
+        stuck_file = tmp_path / "stuck"
         run_value(project, "4.0", "good")
-        project.write_train(STUCK_CHILD.format(mnt=str(mountpoint), stuck=str(stuck_file)), "stuck child")
+        project.write_train(STUCK_CHILD.format(mnt=str(mount.path), stuck=str(stuck_file)), "stuck child")
         done = run(project)
         assert done.returncode == 0, done.stderr
         stuck = int(stuck_file.read_text())
@@ -486,15 +425,13 @@ def test_unclean_run_is_a_fatal_crash_until_the_survivor_is_gone(project: Projec
         assert refused.stderr.startswith("ar: ") and "fix:" in refused.stderr
         assert not (project.expr / "runs" / "r0003").exists()
 
-        release()
+        mount.release()
         assert_all_gone([stuck])
         again = run(project)
         assert again.returncode == 0, again.stderr
         assert result_of(project, "r0003")["verdict"] == "advance"
         assert not (project.expr / ".ar-unclean").exists()
         assert_rows(project, 3)
-    finally:
-        release()
 
 
 # ---------------------------------------------------------------------------------- the child's env

@@ -7,7 +7,6 @@ afterwards each of them must be gone (no such process, or a zombie).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shlex
@@ -15,12 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
+
+from processes import assert_all_gone, hung_mount, wait_until
 
 from ar.watchdog import tagged_pids
 
@@ -111,28 +110,6 @@ while True:
     time.sleep(1)
 """
 
-# Minimal FUSE server over the raw /dev/fuse protocol: mounts argv[1], answers FUSE_INIT, then reads
-# every request and never answers it. A process whose request has been read waits in the kernel in
-# uninterruptible sleep (D state), which SIGKILL cannot end until the connection goes away.
-FUSE_SERVER = """
-import ctypes, os, struct, sys
-fd = os.open("/dev/fuse", os.O_RDWR)
-libc = ctypes.CDLL(None, use_errno=True)
-opts = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
-if libc.mount(b"ar-watchdog-test", sys.argv[1].encode(), b"fuse", 0, opts) != 0:
-    print("mount failed:", os.strerror(ctypes.get_errno()), flush=True)
-    sys.exit(1)
-print("mounted", flush=True)
-held = []
-while True:
-    request = os.read(fd, 1 << 20)
-    _, opcode, unique = struct.unpack_from("<IIQ", request)
-    if opcode == 26:  # FUSE_INIT: reply as protocol 7.31 with max_write 4096
-        body = struct.pack("<IIIIHHIIHHII24x", 7, 31, 0, 0, 0, 0, 4096, 1, 0, 0, 0, 0)
-        os.write(fd, struct.pack("<IiQ", 16 + len(body), 0, unique) + body)
-    else:
-        held.append(unique)
-"""
 
 
 def write_script(tmp_path: Path, name: str, text: str) -> Path:
@@ -170,22 +147,6 @@ def supervise(tmp_path: Path, launch: dict) -> dict:
     return finish(start_supervisor(tmp_path, launch))
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def recorded_pids(directory: Path) -> list[int]:
     """Pids recorded in directory: files named by a pid, or named files holding one."""
     pids = []
@@ -195,11 +156,6 @@ def recorded_pids(directory: Path) -> list[int]:
         elif not path.name.endswith(".tmp"):
             pids.append(int(path.read_text()))
     return pids
-
-
-def assert_all_gone(pids: list[int]) -> None:
-    # A process just released from the kernel needs a moment to die; a zombie counts as gone.
-    assert wait_until(lambda: all(gone(p) for p in pids), timeout=2), [p for p in pids if not gone(p)]
 
 
 @pytest.fixture
@@ -327,30 +283,10 @@ def test_exit_is_detected_without_polling_delay(tmp_path: Path, no_pidfd: bool) 
     assert 0.3 <= result["wall_seconds"] < 0.5
 
 
-@contextmanager
-def hung_mount(tmp_path: Path) -> Iterator[Path]:
-    """A FUSE mount whose server never answers. Leaving the block kills the server, which aborts the
-    connection and lets any process stuck on the mount die."""
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.skip("needs root and /dev/fuse to mount a FUSE file system")
-    mountpoint = tmp_path / "mnt"
-    mountpoint.mkdir()
-    server_script = write_script(tmp_path, "fuse_server.py", FUSE_SERVER)
-    server = subprocess.Popen([PY, str(server_script), str(mountpoint)], stdout=subprocess.PIPE, text=True)
-    try:
-        line = server.stdout.readline().strip()
-        if line != "mounted":
-            pytest.skip(f"cannot mount FUSE here: {line or 'server exited'}")
-        yield mountpoint
-    finally:
-        server.kill()
-        server.wait()
-        ctypes.CDLL(None, use_errno=True).umount2(str(mountpoint).encode(), 2)  # MNT_DETACH
-
-
 def test_unkillable_process_is_reported_unclean(tmp_path: Path, pid_dir: Path) -> None:
     stuck_file = pid_dir / "stuck"
-    with hung_mount(tmp_path) as mountpoint:
+    with hung_mount(tmp_path) as mount:
+        mountpoint = mount.path
         # The shell records its pid, then becomes cat, which blocks on the mount in D state.
         command = f"echo $$ > {shlex.quote(str(stuck_file))}; exec cat {shlex.quote(str(mountpoint / 'x'))}"
         result = supervise(tmp_path, spec(tmp_path, command, 0.5, 0.5))
