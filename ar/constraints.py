@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ar.errors import ArError
 
@@ -13,8 +13,7 @@ OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 _CONSTRAINT_RE = re.compile(r"\s*(?P<name>[^<>=\s](?:[^<>=]*[^<>=\s])?)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S+)\s*")
 
 
-@dataclass(frozen=True)
-class Constraint:
+class Constraint(NamedTuple):
     name: str
     op: str
     threshold: float

@@ -6,7 +6,6 @@ any instant leaves the old or the new content, never a torn file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -68,8 +67,17 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+try:  # the builtin implementation: hashlib would load OpenSSL, ~4 ms on every command
+    from _sha256 import sha256
+except ImportError:  # Python 3.12+ names it _sha2
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
+
+
 def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256(path.read_bytes()).hexdigest()
 
 
 def remove_temp_files(directory: Path) -> None:

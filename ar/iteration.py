@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from datetime import datetime, timezone
+import time
 
 from ar import launch, lines, supervisor
 from ar.active import busy_error
@@ -52,7 +52,7 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
 
 def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, channel) -> int:
     """The supervisor's part: launch and watch, then judge and record."""
-    started_at = utc_now()
+    started_at = utc_time()
     write_json_atomic(paths.active, {"run_id": run.run_id, "pid": os.getpid(), "started_at": started_at, "seconds": budget})
     channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py))))
     outcome = launch.watch(paths, session, run, budget)
@@ -192,8 +192,8 @@ def failure_reason(outcome, status: str, metric: str, primary, checked: list[dic
     return "; ".join(failed) or None
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+def utc_time(epoch: float | None = None) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(epoch))
 
 
 def _capped_metrics(metrics: dict[str, float], first: list[str]) -> dict[str, float]:

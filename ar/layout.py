@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 from ar.errors import ArError
@@ -37,8 +37,7 @@ def check_slug(slug: str) -> str:
     return slug
 
 
-@dataclass(frozen=True)
-class RunPaths:
+class RunPaths(NamedTuple):
     run_id: str
     dir: Path
 
@@ -85,8 +84,7 @@ class ExperimentPaths:
         return os.path.relpath(path, self.root)
 
 
-@dataclass(frozen=True)
-class ProjectPaths:
+class ProjectPaths(NamedTuple):
     root: Path
 
     @property

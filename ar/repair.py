@@ -6,8 +6,6 @@ looks only at the run after the last recorded one.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from ar import results_log
 from ar.best import promote_best
 from ar.durable import read_json, read_json_or_none, remove_temp_files
@@ -35,13 +33,13 @@ def repair(paths: ExperimentPaths) -> None:
         return
     # The run's owner died before judging it: end what is left of it and record it as a crash.
     from ar import launch
-    from ar.iteration import TIME_FORMAT, finalize
+    from ar.iteration import finalize, utc_time
     from ar.settings import load_session
 
     session = load_session(paths)
-    started = datetime.fromtimestamp(pending.dir.stat().st_mtime, timezone.utc)
+    started = utc_time(pending.dir.stat().st_mtime)
     reason = "ar was killed before the run was judged; recorded by repair"
-    finalize(paths, session, pending, launch.abandoned_outcome(pending), started.strftime(TIME_FORMAT), session.loop.seconds, reason)
+    finalize(paths, session, pending, launch.abandoned_outcome(pending), started, session.loop.seconds, reason)
 
 
 def _state_matching_results(paths: ExperimentPaths) -> LoopState:

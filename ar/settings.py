@@ -6,14 +6,13 @@ detected and refused instead of silently changing how runs are judged.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from dataclasses import asdict, dataclass, field, fields, replace
+from typing import NamedTuple
 
 import orjson
 
 from ar.constraints import Constraint, parse_constraint
-from ar.durable import read_json, write_json_atomic
+from ar.durable import read_json, sha256, write_json_atomic
 from ar.errors import ArError
 from ar.layout import ExperimentPaths
 from ar.termination import Limits
@@ -25,8 +24,7 @@ RESUME_MODES = ("continue", "revert-best", "fresh")
 DEFAULT_RUNNER = "{python} {train_py}"
 
 
-@dataclass(frozen=True)
-class Experiment:
+class Experiment(NamedTuple):
     """Fixed at `ar init`: what is measured and how the training is launched."""
 
     slug: str
@@ -39,14 +37,13 @@ class Experiment:
     constraints: tuple[str, ...] = ()
     mutation_scope: str = ""
     created_at: str = ""
-    protected: dict = field(default_factory=dict)  # file name -> sha256 at init (prepare.py, program.md)
+    protected: dict = {}  # file name -> sha256 at init (prepare.py, program.md); never mutated
 
     def parsed_constraints(self) -> list[Constraint]:
         return [parse_constraint(c) for c in self.constraints]
 
 
-@dataclass(frozen=True)
-class Loop:
+class Loop(NamedTuple):
     """Changed with `ar session`: how long runs take and when the loop stops."""
 
     seconds: int
@@ -60,8 +57,7 @@ class Loop:
     baseline_acknowledged: bool = False
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(NamedTuple):
     experiment: Experiment
     loop: Loop
 
@@ -70,15 +66,15 @@ class Session:
         return Limits(self.experiment.primary_direction, loop.max_runs, loop.plateau, loop.threshold, loop.max_failures)
 
     def with_loop(self, **changes) -> "Session":
-        return replace(self, loop=replace(self.loop, **changes))
+        return self._replace(loop=self.loop._replace(**changes))
 
 
 def _digest(body: dict) -> str:
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def save_session(path: Path, session: Session) -> None:
-    body = {"format": FORMAT, "experiment": asdict(session.experiment), "loop": asdict(session.loop)}
+    body = {"format": FORMAT, "experiment": session.experiment._asdict(), "loop": session.loop._asdict()}
     write_json_atomic(path, {**body, "digest": _digest(body)})
 
 
@@ -94,12 +90,12 @@ def load_session(paths: ExperimentPaths) -> Session:
         raise ArError(f"{paths.session.name} was edited by hand", "undo the edit; " + fix)
     try:
         experiment = _build(Experiment, data["experiment"])
-        experiment = replace(experiment, constraints=tuple(experiment.constraints))
+        experiment = experiment._replace(constraints=tuple(experiment.constraints))
         return Session(experiment, _build(Loop, data["loop"]))
     except (KeyError, TypeError) as exc:
         raise ArError(f"{paths.session.name} is incomplete ({exc})", fix) from None
 
 
 def _build(cls, data: dict):
-    known = {f.name for f in fields(cls)}
+    known = set(cls._fields)
     return cls(**{k: v for k, v in data.items() if k in known})

@@ -6,7 +6,7 @@ results.tsv, and rebuilt from it when missing or damaged.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from typing import NamedTuple
 
 from ar import results_log
 from ar.durable import read_json_or_none, write_json_atomic
@@ -16,11 +16,10 @@ from ar.termination import Counters
 FAILURE_STATUSES = frozenset({"crash", "timeout", "invalid", "unclean"})
 
 
-@dataclass(frozen=True)
-class LoopState:
+class LoopState(NamedTuple):
     last_run: int = 0  # number of the last run whose row is in results.tsv
     runs: int = 0
-    counts: dict = field(default_factory=dict)  # verdict -> runs
+    counts: dict = {}  # verdict -> runs; never mutated in place (after_run copies)
     scored_since_best: int = 0
     consecutive_failures: int = 0
     manual_stop: bool = False  # set by an interrupted run, cleared by `ar session --resume`
@@ -74,14 +73,14 @@ def stored_state(paths: ExperimentPaths) -> LoopState | None:
 
 
 def save_state(paths: ExperimentPaths, state: LoopState) -> None:
-    write_json_atomic(paths.state, asdict(state))
+    write_json_atomic(paths.state, state._asdict())
 
 
 def rebuild_state(paths: ExperimentPaths) -> LoopState:
     state = LoopState()
     for row in results_log.iter_rows(paths.results):
         state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
-    return replace(state, manual_stop=False)
+    return state._replace(manual_stop=False)
 
 
-_FIELDS = {f.name for f in fields(LoopState)}
+_FIELDS = set(LoopState._fields)

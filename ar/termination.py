@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     direction: str
     max_runs: int | None = None
     plateau: int | None = None
@@ -14,8 +13,7 @@ class Limits:
     max_failures: int | None = 5
 
 
-@dataclass(frozen=True)
-class Counters:
+class Counters(NamedTuple):
     runs: int
     scored_since_best: int  # ok runs since the last advance
     consecutive_failures: int  # crash / timeout / invalid in a row

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # (status, verdict, train.py afterwards) — the docs' table is checked against this.
 VERDICT_TABLE = (
@@ -18,8 +18,7 @@ VERDICT_TABLE = (
 _VERDICT_OF_FAILURE = {status: verdict for status, verdict, _ in VERDICT_TABLE if status not in ("ok", "invalid")}
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     status: str
     verdict: str
     valid: bool  # metric usable and every hard constraint holds

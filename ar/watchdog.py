@@ -15,9 +15,8 @@ import signal
 import subprocess
 import time
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_SECONDS = 0.01  # exit-detection tick without pidfd; also the tick while waiting for a tree to die
@@ -26,8 +25,7 @@ _SWEEP_GRACE_MAX = 5.0
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     argv: list[str]  # the program and its arguments (a shell command is ["/bin/sh", "-c", text])
     cwd: Path
     env: dict[str, str]  # the child's full environment
@@ -37,8 +35,7 @@ class Launch:
     tag: tuple[str, str]  # (name, value) present in env; marks this run's processes
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     status: str  # "ok" | "crash" | "timeout" | "interrupted" | "unclean"
     exit_code: int | None  # Popen.returncode (negative = signal); None if unknown
     wall_seconds: float  # spawn -> main child exit, or -> kill at the deadline / interrupt

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ar import results_log
@@ -15,7 +14,7 @@ from ar.constraints import parse_constraint
 from ar.durable import sha256_file, write_bytes_atomic
 from ar.errors import ArError
 from ar.experiments import set_current
-from ar.iteration import utc_now
+from ar.iteration import utc_time
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
 from ar.logscan import compile_pattern
 from ar.state import LoopState, save_state
@@ -56,7 +55,7 @@ def init_experiment(
         log_pattern=log_pattern,
         constraints=tuple(str(c) for c in parsed),
         mutation_scope=mutation_scope or "anything in train.py: model, optimiser, schedule, hyperparameters",
-        created_at=utc_now(),
+        created_at=utc_time(),
     )
     project.state_dir.mkdir(exist_ok=True)
     staged = ExperimentPaths(project.root, slug, project.state_dir / f".init-{slug}-{os.getpid()}")
@@ -127,7 +126,7 @@ def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: 
     results_log.create(staged.results)
     save_state(staged, LoopState())
     protected = {p.name: sha256_file(p) for p in (staged.prepare_py, staged.program_md)}
-    save_session(staged.session, Session(replace(experiment, protected=protected), Loop(seconds=seconds)))
+    save_session(staged.session, Session(experiment._replace(protected=protected), Loop(seconds=seconds)))
 
 
 def _write_shim(project: ProjectPaths) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import asdict, replace
 
 import orjson
 
@@ -30,7 +29,7 @@ def session_command(expr: str | None, as_json: bool, **flags) -> int:
     if changed != session:
         save_session(paths.session, changed)
     if as_json:
-        print(orjson.dumps({"experiment": asdict(changed.experiment), "loop": asdict(changed.loop)}).decode())
+        print(orjson.dumps({"experiment": changed.experiment._asdict(), "loop": changed.loop._asdict()}).decode())
     else:
         print("\n".join(describe(changed)))
     return 0
@@ -86,7 +85,7 @@ def _resume(paths: ExperimentPaths, session: Session, mode: str, confirmed: bool
             restore_train_py(paths, load_best(paths))
         state = load_state(paths)
         if state.manual_stop:
-            save_state(paths, replace(state, manual_stop=False))
+            save_state(paths, state._replace(manual_stop=False))
 
 
 def _wipe(paths: ExperimentPaths) -> None:
