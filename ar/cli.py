@@ -4,6 +4,7 @@ the agent calls `ar` every iteration)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -151,25 +152,40 @@ def _build_only(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import click
-
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     _build_only(args[0] if args else "")
+    _exit(_invoke(args, debug))
+
+
+def _invoke(args: list[str], debug: bool) -> int:
+    import click
+
     try:
         code = app(args=args, prog_name="ar", standalone_mode=False)
     except ArError as exc:
         if debug:
             raise
         print(exc.line(), file=sys.stderr)
-        sys.exit(exc.code)
+        return exc.code
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else 1)
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else 1
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("ar: interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def _exit(code: int) -> None:
+    """Flush and leave without the interpreter's teardown (~15 ms of every command, which the
+    agent pays each iteration); every file `ar` writes is closed before this point."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or 1
+    os._exit(code)

@@ -53,9 +53,13 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
 def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, channel) -> int:
     """The supervisor's part: launch and watch, then judge and record."""
     started_at = utc_time()
-    write_json_atomic(paths.active, {"run_id": run.run_id, "pid": os.getpid(), "started_at": started_at, "seconds": budget})
-    channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py))))
-    outcome = launch.watch(paths, session, run, budget)
+
+    def launched(pid: int) -> None:  # runs while the training starts up, off its critical path
+        write_json_atomic(paths.active, {"run_id": run.run_id, "pid": os.getpid(), "started_at": started_at, "seconds": budget})
+        channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py))))
+        crash_point("after_spawn")
+
+    outcome = launch.watch(paths, session, run, budget, launched)
     crash_point("after_watch")
     result = finalize(paths, session, run, outcome, started_at, budget)
     paths.active.unlink(missing_ok=True)

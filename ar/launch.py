@@ -7,8 +7,8 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 
-from ar.faults import crash_point
 from ar.layout import ExperimentPaths, RunPaths
 from ar.settings import Session
 
@@ -52,7 +52,7 @@ def child_env(paths: ExperimentPaths, run: RunPaths, seconds: int, deadline: flo
     return env
 
 
-def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int):
+def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, on_spawn: Callable[[int], None]):
     from ar.watchdog import Launch, run_watched
 
     command = launch_command(paths, session)
@@ -67,7 +67,7 @@ def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int)
         grace=grace_seconds(command),
         tag=("AR_RUN_DIR", env["AR_RUN_DIR"]),
     )
-    return run_watched(launch, on_spawn=lambda pid: crash_point("after_spawn"))
+    return run_watched(launch, on_spawn)
 
 
 def abandoned_outcome(run: RunPaths):

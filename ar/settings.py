@@ -22,6 +22,7 @@ DIRECTIONS = ("min", "max")
 CHAIN_MODES = ("disabled", "max_n", "unlimited")
 RESUME_MODES = ("continue", "revert-best", "fresh")
 DEFAULT_RUNNER = "{python} {train_py}"
+MAX_SECONDS = 7 * 24 * 3600  # the longest time limit a run may have
 
 
 class Experiment(NamedTuple):

@@ -8,7 +8,6 @@ tag (orphans re-parented outside the supervisor, e.g. under a nested subreaper o
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
@@ -45,6 +44,8 @@ class Outcome(NamedTuple):
 
 def become_subreaper() -> bool:
     """Make orphaned descendants re-parent to this process instead of init."""
+    import ctypes  # ~4 ms; imported here so it overlaps the child's start-up
+
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
@@ -77,7 +78,6 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
 
     Must be called from the main thread: it installs SIGINT/SIGTERM/SIGHUP handlers for its duration.
     """
-    become_subreaper()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -98,6 +98,9 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
             )
         tree = _Tree(child, _tag_entry(launch.tag))
         try:
+            # After the spawn, so it overlaps the child's start-up; an orphan made before it is
+            # still found by its environment tag.
+            become_subreaper()
             if on_spawn is not None:
                 on_spawn(child.pid)
             reason = _wait_child(child, start + launch.seconds, wake_r, stop)

@@ -18,11 +18,10 @@ from ar.iteration import utc_time
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
 from ar.logscan import compile_pattern
 from ar.state import LoopState, save_state
-from ar.settings import DEFAULT_RUNNER, DIRECTIONS, Experiment, Loop, Session, save_session
+from ar.settings import DEFAULT_RUNNER, DIRECTIONS, MAX_SECONDS, Experiment, Loop, Session, save_session
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 METRIC_BACKENDS = ("log",)
-MAX_SECONDS = 7 * 24 * 3600
 _LOG_NAME = re.compile(r"[A-Za-z_][\w./-]*", re.ASCII)  # what the default log pattern (bytes, ASCII \w) can find
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ar.commands.init import MAX_SECONDS
 from ar.errors import ArError
 from ar.experiments import resolve_experiment
 from ar.iteration import run_iteration
+from ar.settings import MAX_SECONDS
 
 
 def run_command(expr: str | None, seconds: int | None, wait: float | None) -> int:

@@ -9,14 +9,13 @@ import orjson
 
 from ar import results_log
 from ar.best import load_best, restore_train_py
-from ar.commands.init import MAX_SECONDS
 from ar.errors import ArError
 from ar.experiments import resolve_experiment
 from ar.active import busy_error
 from ar.repair import repair
 from ar.layout import ExperimentPaths
 from ar.lock import IterationLock
-from ar.settings import CHAIN_MODES, RESUME_MODES, Session, load_session, save_session
+from ar.settings import CHAIN_MODES, MAX_SECONDS, RESUME_MODES, Session, load_session, save_session
 from ar.state import LoopState, load_state, save_state
 
 
