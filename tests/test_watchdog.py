@@ -30,7 +30,6 @@ TAG = "AR_RUN_DIR"
 # The supervisor: runs one Launch given as JSON in argv[1], prints the Outcome as JSON.
 HELPER = """
 import json, os, signal, sys
-from dataclasses import asdict
 from pathlib import Path
 from ar.watchdog import Launch, run_watched
 
@@ -44,7 +43,7 @@ launch = Launch(argv=["/bin/sh", "-c", spec["command"]], cwd=Path(spec["cwd"]), 
                 tag=(spec["tag_name"], spec["tag_value"]))
 spawned = []
 outcome = run_watched(launch, on_spawn=spawned.append)
-result = asdict(outcome)
+result = outcome._asdict()
 result["spawned"] = spawned
 result["handlers_restored"] = [signal.getsignal(s) for s in sigs] == before
 print(json.dumps(result), flush=True)
