@@ -27,7 +27,7 @@ from ar.record import apply_result
 from ar.repair import repair
 from ar.state import after_run, load_state
 from ar.termination import progress, terminated_by
-from ar.verdict import Decision, decide
+from ar.verdict import decide
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
@@ -131,11 +131,13 @@ def finalize(
     primary = metrics.get(experiment.primary_metric)
     checked = check_constraints(experiment.parsed_constraints(), metrics)
     best = load_best(paths)
-    decision = decide_run(outcome.status, primary, best, experiment.primary_direction, checked)
+    previous = {"run_id": best["run_id"], "value": best["value"]} if best else None
+    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, all(c["passed"] for c in checked))
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
-    best_after = primary if advanced else best_value(best)
-    stop = terminated_by(session.limits(), state.counters(best_after))
+    best_after = {"run_id": run.run_id, "value": primary} if advanced else previous
+    counters = state.counters(best_after["value"] if best_after else None)
+    stop = terminated_by(session.limits(), counters)
     result = {
         "run_id": run.run_id,
         "started_at": started_at,
@@ -146,8 +148,8 @@ def finalize(
         "valid": decision.valid,
         "improved_over_best": decision.improved,
         "primary": {"name": experiment.primary_metric, "direction": experiment.primary_direction, "value": primary},
-        "previous_best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
-        "best": {"run_id": run.run_id, "value": primary} if advanced else ({"run_id": best["run_id"], "value": best["value"]} if best else None),
+        "previous_best": previous,
+        "best": best_after,
         "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked)]),
         "constraints": checked,
         "reason": reason or failure_reason(outcome, decision.status, experiment.primary_metric, primary, checked),
@@ -156,7 +158,7 @@ def finalize(
         "train_py": "kept" if advanced else f"restored from {best['run_id'] if best else 'baseline'}",
         "should_terminate": stop is not None,
         "terminated_by": stop,
-        "progress": progress(session.limits(), state.counters(best_after)),
+        "progress": progress(session.limits(), counters),
         "chain_remaining": None,
         "log_path": paths.relative(run.log),
     }
@@ -166,10 +168,6 @@ def finalize(
     crash_point("after_result")
     apply_result(paths, result)
     return result
-
-
-def decide_run(status: str, primary, best: dict | None, direction: str, checked: list[dict]) -> Decision:
-    return decide(status, primary, best_value(best), direction, all(c["passed"] for c in checked))
 
 
 def exit_reason(code: int | None) -> str:
