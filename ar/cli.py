@@ -32,15 +32,22 @@ def init(
     primary_direction: Annotated[str, typer.Option(help="min or max.")],
     runner: Annotated[str, typer.Option(help="Launch command; {python} and {train_py} are filled in.")] = "{python} {train_py}",
     seconds: Annotated[int, typer.Option(help="Time limit per run.")] = 300,
-    metric_backend: Annotated[str, typer.Option(help="Where metrics come from: log.")] = "log",
+    metric_backend: Annotated[str, typer.Option(help="Where metrics come from: log, wandb, tensorboard, custom or auto.")] = "log",
     constraints: Annotated[Optional[List[str]], typer.Option(help="Hard limit 'name<=value' (repeatable).")] = None,
     mutation_scope: Annotated[str, typer.Option(help="What the agent may change in train.py.")] = "",
     log_pattern: Annotated[Optional[str], typer.Option(help="Regex with a {name} placeholder, or (?P<name>) and (?P<value>) groups.")] = None,
+    tb_events_glob: Annotated[Optional[str], typer.Option(help="TensorBoard event files, relative to the project root; {run_dir} allowed.")] = None,
+    metric_extract_code: Annotated[Optional[str], typer.Option(help="Source of extract_metrics(run_dir, log_tail) for the custom backend.")] = None,
 ) -> int:
     """Scaffold an experiment under .autoresearch/ and print its slug."""
     from ar.commands.init import init_experiment
 
-    print(init_experiment(Path.cwd(), expr, goal, primary_metric, primary_direction, runner, seconds, metric_backend, constraints, mutation_scope, log_pattern))
+    print(
+        init_experiment(
+            Path.cwd(), expr, goal, primary_metric, primary_direction, runner, seconds, metric_backend,
+            constraints, mutation_scope, log_pattern, tb_events_glob, metric_extract_code,
+        )
+    )
     return 0
 
 
@@ -53,6 +60,8 @@ def session(
     threshold: Annotated[Optional[float], typer.Option(help="Stop once the best reaches this value.")] = None,
     unlimited: Annotated[bool, typer.Option(help="Clear max-runs, plateau and threshold.")] = False,
     max_failures: Annotated[Optional[int], typer.Option(help="Stop after N crashes/timeouts/invalids in a row.")] = None,
+    min_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this (absolute) to advance.")] = None,
+    min_rel_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this fraction of |best| to advance.")] = None,
     chain_mode: Annotated[Optional[str], typer.Option(help="disabled, max_n or unlimited.")] = None,
     chain_max: Annotated[Optional[int], typer.Option(help="Follow-up experiments allowed with max_n.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="continue, revert-best, or fresh (wipes runs and best; needs --yes).")] = None,
@@ -65,7 +74,7 @@ def session(
 
     return session_command(
         expr, json, seconds=seconds, max_runs=max_runs, plateau=plateau, threshold=threshold, unlimited=unlimited,
-        max_failures=max_failures, chain_mode=chain_mode, chain_max=chain_max, resume=resume, ack_baseline=ack_baseline, yes=yes,
+        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, ack_baseline=ack_baseline, yes=yes,
     )
 
 
@@ -177,6 +186,11 @@ def _invoke(args: list[str], debug: bool) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("ar: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug in ar: still one line for the agent; --debug shows where
+        if debug:
+            raise
+        print(f"ar: internal error: {type(exc).__name__}: {exc} (fix: rerun with --debug and report it)", file=sys.stderr)
+        return 1
     return code if isinstance(code, int) else 0
 
 

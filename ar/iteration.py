@@ -17,7 +17,7 @@ from ar.best import best_value, load_best
 from ar.constraints import check_constraints
 from ar.durable import read_json, sha256_file, write_json_atomic
 from ar.errors import EXIT_TERMINATED, EXIT_UNCLEAN, ArError
-from ar.extract import extract_metrics
+from ar.metrics import extract_metrics
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths, RunPaths, format_run_id
 from ar.lock import IterationLock
@@ -27,10 +27,11 @@ from ar.record import apply_result
 from ar.repair import repair
 from ar.state import after_run, load_state
 from ar.termination import progress, terminated_by
-from ar.verdict import decide
+from ar.verdict import decide, gain, noise_floor
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
+MEASURED = ("wall_seconds", "peak_rss_mb", "peak_gpu_mb")
 
 
 def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | None) -> int:
@@ -52,16 +53,16 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
 
 def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, channel) -> int:
     """The supervisor's part: launch and watch, then judge and record."""
-    started_at = utc_time()
+    started = time.time()
 
     def launched(pid: int) -> None:  # runs while the training starts up, off its critical path
-        write_json_atomic(paths.active, {"run_id": run.run_id, "pid": os.getpid(), "started_at": started_at, "seconds": budget})
+        write_json_atomic(paths.active, {"run_id": run.run_id, "pid": os.getpid(), "started_at": utc_time(started), "seconds": budget})
         channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py))))
         crash_point("after_spawn")
 
     outcome = launch.watch(paths, session, run, budget, launched)
     crash_point("after_watch")
-    result = finalize(paths, session, run, outcome, started_at, budget)
+    result = finalize(paths, session, run, outcome, started, budget)
     paths.active.unlink(missing_ok=True)
     for line in lines.finished(paths, result):
         channel.line(line)
@@ -122,17 +123,20 @@ def start_run(paths: ExperimentPaths) -> RunPaths:
 
 
 def finalize(
-    paths: ExperimentPaths, session: Session, run: RunPaths, outcome, started_at: str, seconds: int, reason: str | None = None
+    paths: ExperimentPaths, session: Session, run: RunPaths, outcome, started: float, seconds: int, reason: str | None = None
 ) -> dict:
     """Judge the run and record it. result.json is written first: it is the journal entry from which
     `apply_result` (and, after a kill, `repair`) redoes the effects idempotently."""
     experiment = session.experiment
-    metrics = extract_metrics(experiment, run)
+    loop = session.loop
+    extraction = extract_metrics(experiment, paths, run, started, launch.project_python())
+    metrics = {**extraction.metrics, **measured_metrics(outcome)}
     primary = metrics.get(experiment.primary_metric)
     checked = check_constraints(experiment.parsed_constraints(), metrics)
     best = load_best(paths)
     previous = {"run_id": best["run_id"], "value": best["value"]} if best else None
-    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, all(c["passed"] for c in checked))
+    hold = all(c["passed"] for c in checked)
+    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, loop.min_delta, loop.min_rel_delta)
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
     best_after = {"run_id": run.run_id, "value": primary} if advanced else previous
@@ -140,7 +144,7 @@ def finalize(
     stop = terminated_by(session.limits(), counters)
     result = {
         "run_id": run.run_id,
-        "started_at": started_at,
+        "started_at": utc_time(started),
         "wall_seconds": round(outcome.wall_seconds, 3),
         "seconds": seconds,
         "status": decision.status,
@@ -150,9 +154,10 @@ def finalize(
         "primary": {"name": experiment.primary_metric, "direction": experiment.primary_direction, "value": primary},
         "previous_best": previous,
         "best": best_after,
-        "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked)]),
+        "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked), *MEASURED]),
+        "metric_source": extraction.source,
         "constraints": checked,
-        "reason": reason or failure_reason(outcome, decision.status, experiment.primary_metric, primary, checked),
+        "reason": reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction),
         "note": read_run_note(_text(run.train_py)),
         "exit_code": outcome.exit_code,
         "train_py": "kept" if advanced else f"restored from {best['run_id'] if best else 'baseline'}",
@@ -179,7 +184,17 @@ def exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def failure_reason(outcome, status: str, metric: str, primary, checked: list[dict]) -> str | None:
+def measured_metrics(outcome) -> dict[str, float]:
+    """What ar measures of every run itself, so constraints can name them."""
+    measured = {"wall_seconds": round(outcome.wall_seconds, 3), "peak_rss_mb": round(outcome.peak_rss_mb, 1)}
+    if outcome.peak_gpu_mb is not None:
+        measured["peak_gpu_mb"] = round(outcome.peak_gpu_mb, 1)
+    return measured
+
+
+def failure_reason(outcome, decision, session: Session, primary, previous: dict | None, checked: list[dict], extraction) -> str | None:
+    """Why the run did not advance, in one line (None when it did)."""
+    status, metric = decision.status, session.experiment.primary_metric
     if status == "unclean":
         return f"processes survived SIGKILL: {' '.join(map(str, outcome.survivors[:8]))}"
     if status == "crash":
@@ -189,9 +204,19 @@ def failure_reason(outcome, status: str, metric: str, primary, checked: list[dic
     if status == "interrupted":
         return "stopped by the user"
     if status == "invalid":
-        return f"{metric} not found in the run's output" if primary is None else f"{metric} is {primary} (not finite)"
+        if primary is not None:
+            return f"{metric} is {primary} (not finite)"
+        where = f"by the {extraction.source} backend" if extraction.source != "log" else "in the run's output"
+        return f"{metric} not found {where}" + (f" ({extraction.problem})" if extraction.problem else "")
     failed = [f"{c['name']}{c['op']}{c['threshold']:g} failed ({c['value']})" for c in checked if not c["passed"]]
-    return "; ".join(failed) or None
+    if failed or decision.verdict == "advance" or previous is None:
+        return "; ".join(failed) or None
+    loop, direction = session.loop, session.experiment.primary_direction
+    gained = gain(primary, previous["value"], direction)
+    if gained > 0:
+        floor = noise_floor(previous["value"], loop.min_delta, loop.min_rel_delta)
+        return f"gain {gained:.4g} is within the noise floor {floor:.4g}"
+    return None
 
 
 def utc_time(epoch: float | None = None) -> str:

@@ -18,8 +18,13 @@ _SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?\[\]{}~!#\n]|^\s*\w+=")  # pipes, globs
 _DISTRIBUTED = re.compile(r"\b(torchrun|accelerate|deepspeed|torch\.distributed)\b")
 
 
+def project_python() -> str:
+    """The project's interpreter: the one the shim was started with, else ar's own."""
+    return os.environ.get("AR_PROJECT_PYTHON") or sys.executable
+
+
 def launch_command(paths: ExperimentPaths, session: Session) -> str:
-    python = os.environ.get("AR_PROJECT_PYTHON") or sys.executable
+    python = project_python()
     runner = session.experiment.runner
     return runner.replace("{python}", shlex.quote(python)).replace("{train_py}", shlex.quote(paths.relative(paths.train_py)))
 
@@ -42,6 +47,7 @@ def grace_seconds(command: str) -> int:
 def child_env(paths: ExperimentPaths, run: RunPaths, seconds: int, deadline: float) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AR_")}  # never inherit stale AR_* values
     env.setdefault("PYTHONUNBUFFERED", "1")  # metrics reach run.log even when the run is killed
+    env.setdefault("WANDB_DIR", str(run.dir.resolve()))  # this run's wandb files, found without guessing
     env.update(
         AR_RUN_ID=run.run_id,
         AR_RUN_DIR=str(run.dir.resolve()),

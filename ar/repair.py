@@ -33,11 +33,11 @@ def repair(paths: ExperimentPaths) -> None:
         return
     # The run's owner died before judging it: end what is left of it and record it as a crash.
     from ar import launch
-    from ar.iteration import finalize, utc_time
+    from ar.iteration import finalize
     from ar.settings import load_session
 
     session = load_session(paths)
-    started = utc_time(pending.dir.stat().st_mtime)
+    started = pending.dir.stat().st_mtime
     reason = "ar was killed before the run was judged; recorded by repair"
     finalize(paths, session, pending, launch.abandoned_outcome(pending), started, session.loop.seconds, reason)
 

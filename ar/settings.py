@@ -35,6 +35,7 @@ class Experiment(NamedTuple):
     runner: str = DEFAULT_RUNNER
     metric_backend: str = "log"
     log_pattern: str | None = None
+    tb_events_glob: str | None = None  # relative to the project root; {run_dir} is the run's directory
     constraints: tuple[str, ...] = ()
     mutation_scope: str = ""
     created_at: str = ""
@@ -52,6 +53,8 @@ class Loop(NamedTuple):
     plateau: int | None = None
     threshold: float | None = None
     max_failures: int | None = 5
+    min_delta: float = 0.0  # a gain must exceed this (absolute) to advance: noise is not progress
+    min_rel_delta: float = 0.0  # ... and this fraction of |best|
     chain_mode: str = "disabled"
     chain_max: int | None = None
     resume: str = "continue"

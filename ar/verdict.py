@@ -25,18 +25,35 @@ class Decision(NamedTuple):
     improved: bool  # better than the best before this run (or no best yet)
 
 
-def is_better(value: float, best: float | None, direction: str) -> bool:
+def gain(value: float, best: float, direction: str) -> float:
+    return best - value if direction == "min" else value - best
+
+
+def noise_floor(best: float, min_delta: float, min_rel_delta: float) -> float:
+    return max(min_delta, min_rel_delta * abs(best))
+
+
+def is_better(value: float, best: float | None, direction: str, min_delta: float = 0.0, min_rel_delta: float = 0.0) -> bool:
+    """Better by more than the noise floor (by default: strictly better)."""
     if best is None:
         return True  # the first valid run establishes the best regardless of its value
-    return value < best if direction == "min" else value > best
+    return gain(value, best, direction) > noise_floor(best, min_delta, min_rel_delta)
 
 
-def decide(run_status: str, primary: float | None, best: float | None, direction: str, constraints_hold: bool) -> Decision:
+def decide(
+    run_status: str,
+    primary: float | None,
+    best: float | None,
+    direction: str,
+    constraints_hold: bool,
+    min_delta: float = 0.0,
+    min_rel_delta: float = 0.0,
+) -> Decision:
     """run_status is the watchdog's: ok | crash | timeout | interrupted | unclean."""
     if run_status != "ok":
         return Decision(run_status, _VERDICT_OF_FAILURE[run_status], False, False)
     if primary is None or not math.isfinite(primary):
         return Decision("invalid", "revert", False, False)
-    improved = is_better(primary, best, direction)
+    improved = is_better(primary, best, direction, min_delta, min_rel_delta)
     valid = constraints_hold
     return Decision("ok", "advance" if valid and improved else "revert", valid, improved)

@@ -3,6 +3,7 @@ builds the experiment in a temporary directory and renames it into place (atomic
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -16,12 +17,13 @@ from ar.errors import ArError
 from ar.experiments import set_current
 from ar.iteration import utc_time
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
-from ar.logscan import compile_pattern
+from ar.metrics import BACKENDS
+from ar.metrics.custom import FUNCTION as CUSTOM_FUNCTION
+from ar.metrics.log import compile_pattern
 from ar.state import LoopState, save_state
 from ar.settings import DEFAULT_RUNNER, DIRECTIONS, MAX_SECONDS, Experiment, Loop, Session, save_session
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-METRIC_BACKENDS = ("log",)
 _LOG_NAME = re.compile(r"[A-Za-z_][\w./-]*", re.ASCII)  # what the default log pattern (bytes, ASCII \w) can find
 
 
@@ -37,11 +39,14 @@ def init_experiment(
     constraints: list[str] | None = None,
     mutation_scope: str = "",
     log_pattern: str | None = None,
+    tb_events_glob: str | None = None,
+    metric_extract_code: str | None = None,
 ) -> str:
     project = ProjectPaths(root.resolve())
     paths = project.experiment(check_slug(slug))
     parsed = [parse_constraint(c) for c in constraints or []]
     _validate(goal, primary_metric, primary_direction, runner, seconds, metric_backend, log_pattern)
+    _validate_backend_options(metric_backend, tb_events_glob, metric_extract_code)
     if paths.dir.exists():
         raise ArError(f"experiment '{slug}' already exists ({paths.dir})", "choose another --expr slug")
     experiment = Experiment(
@@ -52,6 +57,7 @@ def init_experiment(
         runner=runner,
         metric_backend=metric_backend,
         log_pattern=log_pattern,
+        tb_events_glob=tb_events_glob,
         constraints=tuple(str(c) for c in parsed),
         mutation_scope=mutation_scope or "anything in train.py: model, optimiser, schedule, hyperparameters",
         created_at=utc_time(),
@@ -60,7 +66,7 @@ def init_experiment(
     staged = ExperimentPaths(project.root, slug, project.state_dir / f".init-{slug}-{os.getpid()}")
     shutil.rmtree(staged.dir, ignore_errors=True)
     try:
-        _write_experiment(staged, experiment, seconds)
+        _write_experiment(staged, experiment, seconds, metric_extract_code)
         os.rename(staged.dir, paths.dir)  # the experiment appears whole or not at all
     except BaseException:
         shutil.rmtree(staged.dir, ignore_errors=True)
@@ -81,17 +87,39 @@ def _validate(goal, metric, direction, runner, seconds, backend, log_pattern) ->
         raise ArError("--runner is empty", f"omit it for the default {DEFAULT_RUNNER!r}")
     if not 1 <= seconds <= MAX_SECONDS:
         raise ArError(f"--seconds {seconds} is out of range", f"give 1 to {MAX_SECONDS} seconds per run")
-    if backend not in METRIC_BACKENDS:
-        raise ArError(f"--metric-backend {backend!r} is not available", f"use one of: {', '.join(METRIC_BACKENDS)}")
+    if backend not in BACKENDS:
+        raise ArError(f"--metric-backend {backend!r} is not available", f"use one of: {', '.join(BACKENDS)}")
     if log_pattern is not None:
         try:
             compile_pattern(log_pattern)
         except ValueError as exc:
             raise ArError(f"--log-pattern: {exc}", "see the README section on metric extraction") from None
-    elif not _LOG_NAME.fullmatch(metric):
+    elif backend in ("log", "auto") and not _LOG_NAME.fullmatch(metric):
         raise ArError(
             f"the default log pattern cannot find a metric named {metric!r}",
             "rename the metric to letters, digits, _ . / - or give --log-pattern with a {name} placeholder",
+        )
+
+
+def _validate_backend_options(backend: str, tb_events_glob: str | None, code: str | None) -> None:
+    if tb_events_glob is not None and (not tb_events_glob.strip() or backend not in ("tensorboard", "auto")):
+        raise ArError("--tb-events-glob needs --metric-backend tensorboard or auto, and a pattern", "e.g. --tb-events-glob 'runs/**/events.out.tfevents.*'")
+    if (code is not None) != (backend == "custom"):
+        raise ArError(
+            "--metric-backend custom and --metric-extract-code go together",
+            f"give the source of `def {CUSTOM_FUNCTION}(run_dir, log_tail): return {{'val_loss': ...}}` with --metric-backend custom",
+        )
+    if code is None:
+        return
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        raise ArError(f"--metric-extract-code does not compile (line {exc.lineno}: {exc.msg})", "pass valid Python source") from None
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == CUSTOM_FUNCTION]
+    if not functions or len(functions[0].args.args) != 2:
+        raise ArError(
+            f"--metric-extract-code defines no {CUSTOM_FUNCTION}(run_dir, log_tail)",
+            f"define `def {CUSTOM_FUNCTION}(run_dir, log_tail):` returning a dict of metric name -> number",
         )
 
 
@@ -102,7 +130,7 @@ def _render(template: str, values: dict[str, str]) -> str:
     return placeholder.sub(lambda m: values[m.group(1)], text)
 
 
-def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: int) -> None:
+def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: int, extract_code: str | None) -> None:
     staged.dir.mkdir()
     staged.runs.mkdir()
     md = {
@@ -117,7 +145,11 @@ def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: 
         "SECONDS": str(seconds),
     }
     staged.program_md.write_text(_render("program.md", md), encoding="utf-8")
-    staged.prepare_py.write_text(_render("prepare.py", {"SLUG": experiment.slug}), encoding="utf-8")
+    prepare = _render("prepare.py", {"SLUG": experiment.slug})
+    if extract_code is not None:
+        prepare += f"\n\n# The custom metric backend: `ar` calls {CUSTOM_FUNCTION}(run_dir, log_tail) after every run.\n"
+        prepare += extract_code.strip() + "\n"
+    staged.prepare_py.write_text(prepare, encoding="utf-8")
     # repr() gives a valid Python literal for any text: quotes, backslashes, newlines, unicode
     train = _render("train.py", {"METRIC": repr(experiment.primary_metric), "DIRECTION": repr(experiment.primary_direction)})
     staged.train_py.write_text(train, encoding="utf-8")

@@ -50,6 +50,12 @@ def _apply_flags(session: Session, f: dict) -> Session:
         if not math.isfinite(f["threshold"]):
             raise ArError(f"--threshold {f['threshold']} is not a finite number", "give the target value of the primary metric")
         changes["threshold"] = f["threshold"]
+    for key, upper in (("min_delta", math.inf), ("min_rel_delta", 1.0)):
+        value = f[key]
+        if value is not None:
+            if not (math.isfinite(value) and 0 <= value < upper):
+                raise ArError(f"--{key.replace('_', '-')} {value} is out of range", "give 0 (strictly better) or a small positive gain, e.g. 0.001")
+            changes[key] = value
     if f["unlimited"]:
         if any(k in changes for k in ("max_runs", "plateau", "threshold")):
             raise ArError("--unlimited clears --max-runs, --plateau and --threshold", "give either --unlimited or those limits")
@@ -105,5 +111,6 @@ def describe(session: Session) -> list[str]:
     return [
         f"expr {e.slug}: {e.primary_direction} {e.primary_metric} via {e.metric_backend}; runner {e.runner}",
         f"seconds {loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
+        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}",
         f"chain_mode {loop.chain_mode}, chain_max {loop.chain_max}, resume {loop.resume}, baseline_acknowledged {str(loop.baseline_acknowledged).lower()}",
     ]

@@ -51,6 +51,7 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
         "expr": paths.slug,
         "primary": {"name": session.experiment.primary_metric, "direction": session.experiment.primary_direction},
         "seconds": session.loop.seconds,
+        "noise": {"min_delta": session.loop.min_delta, "min_rel_delta": session.loop.min_rel_delta},
         "best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
         "baseline": state.baseline,
         "runs": state.runs,
@@ -67,7 +68,11 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
 
 def compact_lines(d: dict) -> list[str]:
     p = d["primary"]
-    out = [f"expr {d['expr']}: {p['direction']} {p['name']}, {d['seconds']}s/run"]
+    noise = d["noise"]
+    floor = " or ".join(
+        text for text, on in ((f"{noise['min_delta']:g}", noise["min_delta"]), (f"{noise['min_rel_delta']:.2%}", noise["min_rel_delta"])) if on
+    )
+    out = [f"expr {d['expr']}: {p['direction']} {p['name']}, {d['seconds']}s/run" + (f", min gain {floor}" if floor else "")]
     best, base = d["best"], d["baseline"]
     if best:
         baseline = f" (baseline {lines.number(base['value'])} {base['run_id']})" if base and base["run_id"] != best["run_id"] else ""

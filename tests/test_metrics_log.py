@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ar import logscan
-from ar.logscan import DEFAULT_PATTERN, compile_pattern, scan_log
+from ar.metrics import log as logscan
+from ar.metrics.log import DEFAULT_PATTERN, compile_pattern, scan_log
 
 
 def write(tmp_path: Path, content: str | bytes) -> Path:
