@@ -155,3 +155,48 @@ def test_wandb_backend_end_to_end(tmp_path: Path) -> None:
     assert result["primary"]["value"] == 0.2
     assert result["metrics"]["train/loss"] == -2.0 and result["constraints"][0]["passed"]
     assert list((project.expr / "runs" / "r0001" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+BROKEN_SUMMARY = """
+import os, time
+from pathlib import Path
+files = Path(os.environ["WANDB_DIR"], "wandb", time.strftime("run-%Y%m%d_%H%M%S-abc123"), "files")
+files.mkdir(parents=True)
+(files / "wandb-summary.json").write_text('{"val_loss": 0.5, "eval": {"top1"')  # cut mid-write
+"""
+
+
+def test_truncated_wandb_summary_gives_a_clear_reason(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+               "--metric-backend", "wandb", check=True)
+    project.write_train(BROKEN_SUMMARY)
+    done = project.ar("run", check=True)
+    result = project.result("r0001")
+    assert (result["status"], result["verdict"]) == ("invalid", "revert")
+    assert "wandb-summary.json" in result["reason"] and "val_loss not found by the wandb backend" in result["reason"]
+    assert "wandb-summary.json" in done.stdout.splitlines()[-1]
+
+
+TENSORBOARD_TRAIN = """
+import os
+from tensorboard.summary import Writer
+writer = Writer(os.path.join(os.environ["AR_RUN_DIR"], "tb"))
+for step in range(20):
+    writer.add_scalar("val/loss", 1.0 / (step + 1), step=step)
+    writer.add_scalar("train_loss", 2.0 - 0.1 * step, step=step)
+writer.close()
+"""
+
+
+def test_tensorboard_backend_end_to_end(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val/loss", "--primary-direction", "min",
+               "--metric-backend", "auto", check=True)
+    project.write_train(TENSORBOARD_TRAIN)
+    done = project.ar("run", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = project.result("r0001")
+    assert result["metric_source"] == "tensorboard" and result["verdict"] == "advance", result
+    assert abs(result["primary"]["value"] - 0.05) < 1e-6  # float32 in the event file
+    assert abs(result["metrics"]["train_loss"] - 0.1) < 1e-6
