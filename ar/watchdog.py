@@ -4,14 +4,20 @@ Used by the detached supervisor process that owns a run. The run's processes are
 because each one alone misses some: the session of the main child (torchrun-style workers call
 setsid), the supervisor's descendants (orphans come back to it as a subreaper), and an environment
 tag (orphans re-parented outside the supervisor, e.g. under a nested subreaper or init).
+
+While the run goes on, the memory of that same process set is sampled for the run's resource
+limits: the summed RSS from /proc, and GPU memory from nvidia-smi in a background thread.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import resource
 import select
 import signal
 import subprocess
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -22,6 +28,13 @@ _POLL_SECONDS = 0.01  # exit-detection tick without pidfd; also the tick while w
 _KILL_WAIT_SECONDS = 3.0  # after SIGKILL; longer only helps processes stuck in the kernel
 _SWEEP_GRACE_MAX = 5.0
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_SAMPLE_SECONDS = 0.2  # RSS sampling interval while the main child runs
+_SAMPLE_COST_RATIO = 20  # ...or 20 times a sample's cost, so sampling takes at most ~5% of a CPU
+_GPU_SECONDS = 2.0  # between nvidia-smi queries
+_GPU_QUERY_SECONDS = 30.0  # an nvidia-smi that takes longer is killed; a wedged driver can hang it
+_GPU_QUERY = ("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_MIB = 1 << 20
 
 
 class Launch(NamedTuple):
@@ -40,6 +53,12 @@ class Outcome(NamedTuple):
     wall_seconds: float  # spawn -> main child exit, or -> kill at the deadline / interrupt
     survivors: list[int]  # pids alive after SIGKILL; non-empty iff status is "unclean"
     swept: int  # leftover processes killed after the main child ended
+    # Highest sum of RSS over the run's live processes seen at once, MiB (a page shared by several
+    # processes counts in each); at least the peak of the largest single process reaped in the run.
+    peak_rss_mb: float = 0.0
+    # Highest summed GPU memory of the run's processes per nvidia-smi, MiB; None without a working
+    # nvidia-smi. Polled every _GPU_SECONDS, so a shorter spike can be missed.
+    peak_gpu_mb: float | None = None
 
 
 def become_subreaper() -> bool:
@@ -82,6 +101,7 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     stop: list[int] = []
+    usage = _Usage()
 
     def on_signal(signum: int, _frame: object) -> None:
         stop.append(signum)
@@ -96,14 +116,17 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )
-        tree = _Tree(child, _tag_entry(launch.tag))
+        # Every look at the run's processes, the samples and the final kill's alike, measures them.
+        tree = _Tree(child, _tag_entry(launch.tag), observe=usage.observe)
         try:
+            usage.started(child.pid)
             # After the spawn, so it overlaps the child's start-up; an orphan made before it is
             # still found by its environment tag.
             become_subreaper()
             if on_spawn is not None:
                 on_spawn(child.pid)
-            reason = _wait_child(child, start + launch.seconds, wake_r, stop)
+            reason = _wait_child(child, start + launch.seconds, wake_r, stop,
+                                 lambda: tree._alive(remember=True))
         except BaseException:
             tree.kill(launch.grace)
             raise
@@ -115,9 +138,12 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
         else:
             status = reason
             survivors, _ = tree.kill(launch.grace)
+        peak_rss, peak_gpu = usage.finish()
         return Outcome(status="unclean" if survivors else status, exit_code=child.poll(),
-                       wall_seconds=wall, survivors=survivors, swept=swept)
+                       wall_seconds=wall, survivors=survivors, swept=swept,
+                       peak_rss_mb=peak_rss / _MIB, peak_gpu_mb=peak_gpu)
     finally:
+        usage.finish()  # stops the GPU thread however this ends
         signal.set_wakeup_fd(previous_wake)
         for sig, handler in previous.items():
             # None means a handler installed outside Python, which cannot be put back.
@@ -126,23 +152,32 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
         os.close(wake_w)
 
 
-def _wait_child(child: subprocess.Popen[bytes], deadline: float, wake_r: int, stop: list[int]) -> str | None:
-    """None once the main child has exited; else "timeout" or "interrupted"."""
+def _wait_child(child: subprocess.Popen[bytes], deadline: float, wake_r: int, stop: list[int],
+                sample: Callable[[], object] | None = None) -> str | None:
+    """None once the main child has exited; else "timeout" or "interrupted". Calls sample about
+    every _SAMPLE_SECONDS meanwhile; the pidfd still ends the wait the moment the child exits."""
     try:
         pidfd: int | None = os.pidfd_open(child.pid)
     except (AttributeError, OSError):
         pidfd = None
     try:
+        next_sample = time.monotonic() + _SAMPLE_SECONDS if sample else math.inf
         while child.poll() is None:
             if stop:
                 return "interrupted"
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return "timeout"
+            if now >= next_sample:
+                sample()
+                done = time.monotonic()
+                next_sample = done + max(_SAMPLE_SECONDS, _SAMPLE_COST_RATIO * (done - now))
+                continue  # the child may have exited meanwhile
+            wait = min(deadline, next_sample) - now
             if pidfd is None:
-                select.select([wake_r], [], [], min(left, _POLL_SECONDS))
+                select.select([wake_r], [], [], min(wait, _POLL_SECONDS))
             else:
-                select.select([pidfd, wake_r], [], [], left)
+                select.select([pidfd, wake_r], [], [], wait)
             _drain(wake_r)
         return None
     finally:
@@ -159,11 +194,15 @@ def _drain(fd: int) -> None:
 class _Tree:
     """The live processes of one run, re-collected from /proc on every look."""
 
-    def __init__(self, child: subprocess.Popen[bytes] | None, tag_entry: bytes) -> None:
+    def __init__(self, child: subprocess.Popen[bytes] | None, tag_entry: bytes,
+                 observe: Callable[[set[int]], None] | None = None) -> None:
         self.child = child  # None: an abandoned run, found by its tag alone
         self.sid = child.pid if child else None  # start_new_session: the child leads its own session and group
         self.tag_entry = tag_entry
         self.session_exists = child is not None
+        self.observe = observe  # called with every set _alive returns
+        # (pid, start time) -> carries the tag; kept between looks made with remember=True
+        self.tag_seen: dict[tuple[int, int], bool] = {}
 
     def kill(self, grace: float) -> tuple[list[int], int]:
         """SIGTERM, wait up to grace, SIGKILL, wait briefly. Returns (survivors, processes signalled)."""
@@ -198,8 +237,13 @@ class _Tree:
             with suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
-    def _alive(self) -> set[int]:
-        """Live processes of the run. Zombies count as dead; orphaned ones we inherited get reaped."""
+    def _alive(self, remember: bool = False) -> set[int]:
+        """Live processes of the run. Zombies count as dead; orphaned ones we inherited get reaped.
+
+        remember: reuse the tag check of a process seen by an earlier such look instead of reading
+        its environment again, which is half the cost of a look. For the samples only: a process
+        that exec()s with a new environment is not noticed, so a kill always reads afresh.
+        """
         me = os.getpid()
         own_sid = os.getsid(0)
         table = {pid: stat for pid in _proc_pids() if (stat := _stat(pid)) is not None}
@@ -209,9 +253,9 @@ class _Tree:
             ancestors.add(pid)
             pid = table[pid][0]
         children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in table.items():
+        for pid, (ppid, _, _, _) in table.items():
             children.setdefault(ppid, []).append(pid)
-        found = {pid for pid, (_, sid, _) in table.items() if sid == self.sid}
+        found = {pid for pid, (_, sid, _, _) in table.items() if sid == self.sid}
         self.session_exists = bool(found)
         descendants: set[int] = set()
         todo = list(children.get(me, ())) if self.child else []
@@ -221,10 +265,23 @@ class _Tree:
                 descendants.add(pid)
                 todo.extend(children.get(pid, ()))
         found |= descendants
-        found.update(pid for pid in table if pid not in found and _has_entry(pid, self.tag_entry))
+        if remember:
+            seen = self.tag_seen
+            self.tag_seen = {}  # only processes that still exist are kept
+            for pid, (_, _, _, started) in table.items():
+                if pid not in found:
+                    key = (pid, started)
+                    tagged = seen.get(key)
+                    if tagged is None:
+                        tagged = _has_entry(pid, self.tag_entry)
+                    self.tag_seen[key] = tagged
+                    if tagged:
+                        found.add(pid)
+        else:
+            found.update(pid for pid in table if pid not in found and _has_entry(pid, self.tag_entry))
         alive: set[int] = set()
         for pid in found:
-            ppid, sid, zombie = table[pid]
+            ppid, sid, zombie, _ = table[pid]
             # Never the supervisor, its ancestors or its session (run processes cannot be in it).
             if pid in ancestors or sid == own_sid:
                 continue
@@ -236,7 +293,159 @@ class _Tree:
             elif ppid == me:
                 with suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
+        if self.observe is not None:
+            self.observe(alive)
         return alive
+
+
+class _Usage:
+    """Peak memory of one run: RSS summed over the run's processes at each look (_Tree.observe),
+    and GPU memory from nvidia-smi in a background thread when the tool is on PATH."""
+
+    def __init__(self) -> None:
+        # Largest RSS of any child reaped so far, KiB; a later, larger value came from this run.
+        self.maxrss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        self.peak_rss = 0  # bytes
+        self.gpu: _GpuPoll | None = None
+        self.result: tuple[int, float | None] | None = None
+
+    def started(self, pid: int) -> None:
+        """The sample right after the spawn. The run is then the just-exec'd child alone, so its
+        statm is read directly: a full look costs a millisecond or more, which a run that exits at
+        once would pay for nothing."""
+        self.peak_rss = _resident(pid)
+        program = _on_path("nvidia-smi")
+        if program is not None:
+            with suppress(OSError, RuntimeError):  # no pipe or thread to spare: no GPU figure
+                self.gpu = _GpuPoll(program, frozenset((pid,)))
+
+    def observe(self, pids: set[int]) -> None:
+        rss = sum(_resident(pid) for pid in pids)
+        if rss > self.peak_rss:
+            self.peak_rss = rss
+        if self.gpu is not None:
+            self.gpu.pids = frozenset(pids)
+
+    def finish(self) -> tuple[int, float | None]:
+        """Stop the GPU thread; (peak RSS in bytes, peak GPU MiB or None). Idempotent."""
+        if self.result is None:
+            peak_gpu = self.gpu.stop() if self.gpu is not None else None
+            # A process that lived and died between two looks is seen only here: once reaped (by
+            # us, or by a parent that we reaped in turn) its peak RSS is in RUSAGE_CHILDREN. Only
+            # the single largest one is, so it is a floor, not a sum. nvidia-smi is reaped too;
+            # its own few tens of MiB only matter to a run smaller than that.
+            maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            floor = maxrss * 1024 if maxrss > self.maxrss_before else 0
+            self.result = (max(self.peak_rss, floor), peak_gpu)
+        return self.result
+
+
+class _GpuPoll:
+    """Polls nvidia-smi every _GPU_SECONDS on a daemon thread (a query takes 50-100 ms; the main
+    loop never waits for one) and keeps the highest summed used_memory of the pids in `pids`,
+    which the main thread replaces at each look. Any failure of the tool keeps the last value.
+
+    The queries run in the supervisor's session, so _Tree never counts, kills or reaps them.
+    nvidia-smi must report pids as this pid namespace numbers them; where it does not (some
+    containers), no line matches and peak_gpu_mb stays 0.
+    """
+
+    def __init__(self, program: str, pids: frozenset[int]) -> None:
+        self.program = program
+        self.pids = pids
+        self.peak: float | None = None
+        self.stop_r, self.stop_w = os.pipe()  # closing stop_w wakes the thread for good
+        self.thread = threading.Thread(target=self._poll, name="ar-gpu-poll", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> float | None:
+        os.close(self.stop_w)
+        # A query in flight is killed at once; the join only waits for that.
+        self.thread.join(timeout=1.0)
+        return self.peak
+
+    def _poll(self) -> None:
+        try:
+            while True:
+                used = self._query()
+                if used is not None and (self.peak is None or used > self.peak):
+                    self.peak = used
+                if select.select([self.stop_r], [], [], _GPU_SECONDS)[0]:
+                    return
+        except Exception:  # never take the supervisor down over a measurement
+            pass
+        finally:
+            os.close(self.stop_r)
+
+    def _query(self) -> float | None:
+        """MiB used by the run's processes now; None if nvidia-smi failed or was stopped."""
+        pids = self.pids
+        try:
+            proc = subprocess.Popen((self.program, *_GPU_QUERY), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError:
+            return None
+        output = bytearray()
+        try:
+            out = proc.stdout.fileno()
+            deadline = time.monotonic() + _GPU_QUERY_SECONDS
+            while True:
+                left = deadline - time.monotonic()
+                ready = select.select([out, self.stop_r], [], [], left)[0] if left > 0 else []
+                if not ready or self.stop_r in ready:
+                    return None  # too slow, or the run is over
+                chunk = os.read(out, 65536)
+                if not chunk:
+                    break
+                output += chunk
+            if proc.wait(timeout=max(deadline - time.monotonic(), 0.01)) != 0:
+                return None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        finally:
+            if proc.returncode is None:
+                proc.kill()  # only this thread reaps it, so the pid cannot have been reused
+                proc.wait()
+            proc.stdout.close()
+        return _gpu_used(bytes(output), pids | self.pids)
+
+
+def _gpu_used(output: bytes, pids: frozenset[int]) -> float | None:
+    """Sum of used_memory over the CSV lines "pid, used_memory" of pids; a process can have one
+    line per GPU. None when a line of ours has no number (e.g. "[N/A]"): unknown this time."""
+    total = 0.0
+    for line in output.splitlines():
+        fields = line.split(b",")
+        if len(fields) != 2:
+            continue  # not a record
+        try:
+            pid = int(fields[0])
+        except ValueError:
+            continue
+        if pid not in pids:
+            continue
+        try:
+            used = float(fields[1])
+        except ValueError:
+            return None
+        if not math.isfinite(used) or used < 0:
+            return None
+        total += used
+    return total
+
+
+def _on_path(name: str) -> str | None:
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
+def _resident(pid: int) -> int:
+    """Resident bytes of pid from /proc/PID/statm ("size resident shared ..." in pages); 0 if gone."""
+    fields = (_read(f"/proc/{pid}/statm", whole=False) or b"").split()
+    return int(fields[1]) * _PAGE_SIZE if len(fields) > 1 else 0
 
 
 def _tag_entry(tag: tuple[str, str]) -> bytes:
@@ -248,22 +457,37 @@ def _proc_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def _stat(pid: int) -> tuple[int, int, bool] | None:
-    """(ppid, session id, is zombie) from /proc/PID/stat; None if gone."""
+def _read(path: str, whole: bool = True) -> bytes | None:
+    """A /proc file, or its first 4 KiB if not whole; None if it cannot be read. Plain os calls:
+    open() costs about as much as the read itself, and a look reads a file or two per process on
+    the machine."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        if not whole:
+            return os.read(fd, 4096)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stat(pid: int) -> tuple[int, int, bool, int] | None:
+    """(ppid, session id, is zombie, start time) from /proc/PID/stat; None if gone."""
+    data = _read(f"/proc/{pid}/stat", whole=False)  # under 1.5 KiB
+    if not data:
+        return None
     # comm may contain spaces and parentheses; the fields after the last ")" are fixed.
-    fields = data[data.rindex(b")") + 2:].split()
-    return int(fields[1]), int(fields[3]), fields[0] == b"Z"
+    fields = data[data.rindex(b")") + 2:].split(maxsplit=20)
+    return int(fields[1]), int(fields[3]), fields[0] == b"Z", int(fields[19])
 
 
 def _has_entry(pid: int, entry: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return entry in data.split(b"\0")
+    data = _read(f"/proc/{pid}/environ")
+    return data is not None and entry in data.split(b"\0")

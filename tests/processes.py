@@ -1,8 +1,10 @@
-"""Process helpers shared by the tests: waiting, liveness, and a process SIGKILL cannot end."""
+"""Process helpers shared by the tests: waiting, liveness, a process SIGKILL cannot end, and a
+supervisor subprocess that runs ar.watchdog.run_watched."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +15,75 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TAG = "AR_RUN_DIR"
+
+# The supervisor: runs one Launch given as JSON in argv[1], prints the Outcome as JSON. "knobs" in the
+# JSON overrides module constants of ar.watchdog, e.g. to sample less or poll nvidia-smi more often.
+HELPER = """
+import json, os, signal, sys, time
+from pathlib import Path
+from ar import watchdog
+from ar.watchdog import Launch, run_watched
+
+spec = json.loads(sys.argv[1])
+if spec.get("no_pidfd"):
+    del os.pidfd_open  # as on kernels or platforms without pidfd: the short-poll fallback
+for name, value in spec.get("knobs", {}).items():
+    assert hasattr(watchdog, name), name
+    setattr(watchdog, name, value)
+sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+before = [signal.getsignal(s) for s in sigs]
+launch = Launch(argv=["/bin/sh", "-c", spec["command"]], cwd=Path(spec["cwd"]), env=spec["env"],
+                log_path=Path(spec["log"]), seconds=spec["seconds"], grace=spec["grace"],
+                tag=(spec["tag_name"], spec["tag_value"]))
+spawned = []
+started = time.perf_counter()
+outcome = run_watched(launch, on_spawn=spawned.append)
+result = outcome._asdict()
+result["elapsed"] = time.perf_counter() - started  # the whole call, kill and clean-up included
+result["spawned"] = spawned
+result["handlers_restored"] = [signal.getsignal(s) for s in sigs] == before
+print(json.dumps(result), flush=True)
+"""
+
+
+def write_script(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def spec(tmp_path: Path, command: str, seconds: float = 10.0, grace: float = 1.0,
+         extra_env: dict[str, str] | None = None) -> dict:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), TAG: str(run_dir), **(extra_env or {})}
+    return {"command": command, "cwd": str(tmp_path), "env": env, "log": str(tmp_path / "run.log"),
+            "seconds": seconds, "grace": grace, "tag_name": TAG, "tag_value": str(run_dir)}
+
+
+def start_supervisor(tmp_path: Path, launch: dict, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """env: added to the supervisor's own environment (the run's is launch["env"])."""
+    helper = write_script(tmp_path, "helper.py", HELPER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([PY, str(helper), json.dumps(launch)], stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO)
+
+
+def finish(supervisor: subprocess.Popen[str]) -> dict:
+    stdout, _ = supervisor.communicate(timeout=30)
+    assert supervisor.returncode == 0, stdout
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["handlers_restored"]
+    assert len(result["spawned"]) == 1
+    return result
+
+
+def supervise(tmp_path: Path, launch: dict, env: dict[str, str] | None = None) -> dict:
+    return finish(start_supervisor(tmp_path, launch, env))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

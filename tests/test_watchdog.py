@@ -1,8 +1,8 @@
 """ar.watchdog against real process trees.
 
-Every run_watched call happens in a fresh supervisor subprocess (HELPER), so pytest itself never
-becomes a subreaper and keeps its signal handlers. Processes under test record their pids in files;
-afterwards each of them must be gone (no such process, or a zombie).
+Every run_watched call happens in a fresh supervisor subprocess (processes.HELPER), so pytest
+itself never becomes a subreaper and keeps its signal handlers. Processes under test record their
+pids in files; afterwards each of them must be gone (no such process, or a zombie).
 """
 
 from __future__ import annotations
@@ -12,42 +12,16 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from processes import assert_all_gone, hung_mount, wait_until
+from processes import (PY, TAG, assert_all_gone, finish, hung_mount, spec, start_supervisor, supervise,
+                       wait_until, write_script)
 
 from ar.watchdog import tagged_pids
-
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-TAG = "AR_RUN_DIR"
-
-# The supervisor: runs one Launch given as JSON in argv[1], prints the Outcome as JSON.
-HELPER = """
-import json, os, signal, sys
-from pathlib import Path
-from ar.watchdog import Launch, run_watched
-
-spec = json.loads(sys.argv[1])
-if spec.get("no_pidfd"):
-    del os.pidfd_open  # as on kernels or platforms without pidfd: the short-poll fallback
-sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-before = [signal.getsignal(s) for s in sigs]
-launch = Launch(argv=["/bin/sh", "-c", spec["command"]], cwd=Path(spec["cwd"]), env=spec["env"],
-                log_path=Path(spec["log"]), seconds=spec["seconds"], grace=spec["grace"],
-                tag=(spec["tag_name"], spec["tag_value"]))
-spawned = []
-outcome = run_watched(launch, on_spawn=spawned.append)
-result = outcome._asdict()
-result["spawned"] = spawned
-result["handlers_restored"] = [signal.getsignal(s) for s in sigs] == before
-print(json.dumps(result), flush=True)
-"""
 
 # Parent, 2 children, 4 grandchildren; all ignore SIGTERM.
 TREE = """
@@ -109,41 +83,6 @@ while True:
     time.sleep(1)
 """
 
-
-
-def write_script(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def spec(tmp_path: Path, command: str, seconds: float = 10.0, grace: float = 1.0,
-         extra_env: dict[str, str] | None = None) -> dict:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir(exist_ok=True)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), TAG: str(run_dir), **(extra_env or {})}
-    return {"command": command, "cwd": str(tmp_path), "env": env, "log": str(tmp_path / "run.log"),
-            "seconds": seconds, "grace": grace, "tag_name": TAG, "tag_value": str(run_dir)}
-
-
-def start_supervisor(tmp_path: Path, launch: dict) -> subprocess.Popen[str]:
-    helper = write_script(tmp_path, "helper.py", HELPER)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([PY, str(helper), json.dumps(launch)], stdout=subprocess.PIPE,
-                            text=True, env=env, cwd=REPO)
-
-
-def finish(supervisor: subprocess.Popen[str]) -> dict:
-    stdout, _ = supervisor.communicate(timeout=30)
-    assert supervisor.returncode == 0, stdout
-    result = json.loads(stdout.strip().splitlines()[-1])
-    assert result["handlers_restored"]
-    assert len(result["spawned"]) == 1
-    return result
-
-
-def supervise(tmp_path: Path, launch: dict) -> dict:
-    return finish(start_supervisor(tmp_path, launch))
 
 
 def recorded_pids(directory: Path) -> list[int]:
