@@ -179,11 +179,7 @@ def _event(buf: bytes, p: int, end: int, latest: dict[bytes, tuple[int, float]],
                 if step >= 1 << 63:
                     step -= 1 << 64
         elif key == 0x2A:  # summary
-            size = buf[p + 1]
-            if size < 0x80:
-                p += 2
-            else:
-                size, p = varint(buf, p + 1)
+            size, p = _length(buf, p + 1)
             if summaries is None:
                 summaries = [(p, p + size)]
             else:
@@ -205,11 +201,7 @@ def _summary(
         if buf[p] != 0x0A:  # not a Summary.value
             p = _skip(buf, p, end)
             continue
-        size = buf[p + 1]
-        if size < 0x80:
-            p += 2
-        else:
-            size, p = varint(buf, p + 1)
+        size, p = _length(buf, p + 1)
         vend = p + size
         if vend > end:
             raise WireError("value runs past the summary")
@@ -218,30 +210,18 @@ def _summary(
         while p < vend:
             key = buf[p]
             if key == 0x0A:  # tag
-                n = buf[p + 1]
-                if n < 0x80:
-                    p += 2
-                else:
-                    n, p = varint(buf, p + 1)
+                n, p = _length(buf, p + 1)
                 tag = buf[p : p + n]
                 p += n
             elif key == 0x15:  # simple_value, fixed32 float
                 value = _f32(buf, p + 1)[0]
                 p += 5
             elif key == 0x42:  # tensor
-                n = buf[p + 1]
-                if n < 0x80:
-                    p += 2
-                else:
-                    n, p = varint(buf, p + 1)
+                n, p = _length(buf, p + 1)
                 tensor = (p, p + n)
                 p += n
             elif key == 0x4A:  # metadata
-                n = buf[p + 1]
-                if n < 0x80:
-                    p += 2
-                else:
-                    n, p = varint(buf, p + 1)
+                n, p = _length(buf, p + 1)
                 meta = buf[p : p + n]
                 p += n
             else:  # image, histo, audio, node_name, ...
@@ -338,6 +318,12 @@ def _tensor_scalar(buf: bytes, p: int, end: int) -> float | None:
             return float(convert(value))  # type: ignore[operator]
         return None
     return 0.0  # a rank-0 tensor with no values holds the dtype's zero (TensorFlow's reading)
+
+
+def _length(buf: bytes, p: int) -> tuple[int, int]:
+    """A length varint at p -> (length, position after it); one byte in the common case."""
+    n = buf[p]
+    return (n, p + 1) if n < 0x80 else varint(buf, p)
 
 
 def _skip(buf: bytes, p: int, end: int) -> int:
