@@ -38,6 +38,7 @@ def init(
     log_pattern: Annotated[Optional[str], typer.Option(help="Regex with a {name} placeholder, or (?P<name>) and (?P<value>) groups.")] = None,
     tb_events_glob: Annotated[Optional[str], typer.Option(help="TensorBoard event files, relative to the project root; {run_dir} allowed.")] = None,
     metric_extract_code: Annotated[Optional[str], typer.Option(help="Source of extract_metrics(run_dir, log_tail) for the custom backend.")] = None,
+    checkpoint_glob: Annotated[Optional[str], typer.Option(help="Checkpoint files or dirs, relative to the project root; {run_dir} allowed.")] = None,
 ) -> int:
     """Scaffold an experiment under .autoresearch/ and print its slug."""
     from ar.commands.init import init_experiment
@@ -45,7 +46,7 @@ def init(
     print(
         init_experiment(
             Path.cwd(), expr, goal, primary_metric, primary_direction, runner, seconds, metric_backend,
-            constraints, mutation_scope, log_pattern, tb_events_glob, metric_extract_code,
+            constraints, mutation_scope, log_pattern, tb_events_glob, metric_extract_code, checkpoint_glob,
         )
     )
     return 0

@@ -44,11 +44,14 @@ def grace_seconds(command: str) -> int:
     return DISTRIBUTED_GRACE_SECONDS if _DISTRIBUTED.search(command) else GRACE_SECONDS
 
 
-def child_env(paths: ExperimentPaths, run: RunPaths, seconds: int, deadline: float) -> dict[str, str]:
+def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, deadline: float) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AR_")}  # never inherit stale AR_* values
     env.setdefault("PYTHONUNBUFFERED", "1")  # metrics reach run.log even when the run is killed
     env.setdefault("WANDB_DIR", str(run.dir.resolve()))  # this run's wandb files, found without guessing
+    if session.experiment.parent_ckpt:
+        env["AR_PARENT_CKPT"] = str((paths.root / session.experiment.parent_ckpt).resolve())
     env.update(
+        AR_CKPT_DIR=str(run.ckpt_dir.resolve()),  # where train.py may save its checkpoint
         AR_RUN_ID=run.run_id,
         AR_RUN_DIR=str(run.dir.resolve()),
         AR_EXPR_DIR=str(paths.dir.resolve()),
@@ -63,7 +66,7 @@ def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int,
 
     command = launch_command(paths, session)
     deadline = time.time() + seconds
-    env = child_env(paths, run, seconds, deadline)
+    env = child_env(paths, session, run, seconds, deadline)
     launch = Launch(
         argv=launch_argv(command),
         cwd=paths.root,

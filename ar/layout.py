@@ -53,6 +53,10 @@ class RunPaths(NamedTuple):
     def result(self) -> Path:
         return self.dir / "result.json"
 
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.dir / "ckpt"  # AR_CKPT_DIR: where train.py saves its checkpoint
+
 
 class ExperimentPaths:
     """Files of one experiment, .autoresearch/<slug>/."""

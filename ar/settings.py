@@ -36,6 +36,9 @@ class Experiment(NamedTuple):
     metric_backend: str = "log"
     log_pattern: str | None = None
     tb_events_glob: str | None = None  # relative to the project root; {run_dir} is the run's directory
+    checkpoint_glob: str | None = None  # relative to the project root; {run_dir} allowed; else <run dir>/ckpt
+    parent_slug: str | None = None  # chain children: the experiment this one follows
+    parent_ckpt: str | None = None  # chain children: the parent's checkpoint, given to every run
     constraints: tuple[str, ...] = ()
     mutation_scope: str = ""
     created_at: str = ""

@@ -451,10 +451,11 @@ def test_child_environment_is_fresh(project: Project) -> None:
     assert done.returncode == 0, done.stderr
     env = json.loads((project.expr / "runs" / "r0001" / "env.json").read_text())
     now = env.pop("now")
-    assert set(env) == {"AR_RUN_ID", "AR_RUN_DIR", "AR_EXPR_DIR", "AR_SECONDS", "AR_DEADLINE"}
+    assert set(env) == {"AR_RUN_ID", "AR_RUN_DIR", "AR_EXPR_DIR", "AR_SECONDS", "AR_DEADLINE", "AR_CKPT_DIR"}
     assert env["AR_RUN_ID"] == "r0001"
     assert Path(env["AR_RUN_DIR"]) == (project.expr / "runs" / "r0001").resolve()
     assert Path(env["AR_EXPR_DIR"]) == project.expr.resolve()
+    assert Path(env["AR_CKPT_DIR"]) == (project.expr / "runs" / "r0001" / "ckpt").resolve()
     assert env["AR_SECONDS"] == "7"
     assert abs(float(env["AR_DEADLINE"]) - (now + 7)) < 3
 

@@ -41,12 +41,15 @@ def init_experiment(
     log_pattern: str | None = None,
     tb_events_glob: str | None = None,
     metric_extract_code: str | None = None,
+    checkpoint_glob: str | None = None,
 ) -> str:
     project = ProjectPaths(root.resolve())
     paths = project.experiment(check_slug(slug))
     parsed = [parse_constraint(c) for c in constraints or []]
     _validate(goal, primary_metric, primary_direction, runner, seconds, metric_backend, log_pattern)
     _validate_backend_options(metric_backend, tb_events_glob, metric_extract_code)
+    if checkpoint_glob is not None and not checkpoint_glob.strip():
+        raise ArError("--checkpoint-glob is empty", "e.g. --checkpoint-glob 'checkpoints/*.pt', or omit it and save to $AR_CKPT_DIR")
     if paths.dir.exists():
         raise ArError(f"experiment '{slug}' already exists ({paths.dir})", "choose another --expr slug")
     experiment = Experiment(
@@ -58,6 +61,7 @@ def init_experiment(
         metric_backend=metric_backend,
         log_pattern=log_pattern,
         tb_events_glob=tb_events_glob,
+        checkpoint_glob=checkpoint_glob,
         constraints=tuple(str(c) for c in parsed),
         mutation_scope=mutation_scope or "anything in train.py: model, optimiser, schedule, hyperparameters",
         created_at=utc_time(),
