@@ -25,7 +25,9 @@ def best_value(best: dict | None) -> float | None:
     return best["value"] if best else None
 
 
-def promote_best(paths: ExperimentPaths, result: dict) -> None:
+def promote_best(paths: ExperimentPaths, result: dict, checkpoint: str | None) -> None:
+    """best.json for an advanced run; `checkpoint` is best_ckpt/<name> (relative to the experiment
+    directory) once best_ckpt/ holds this run's checkpoint (ar/checkpoints.py does the swap)."""
     write_json_atomic(
         paths.best,
         {
@@ -33,7 +35,7 @@ def promote_best(paths: ExperimentPaths, result: dict) -> None:
             "metric": result["primary"]["name"],
             "direction": result["primary"]["direction"],
             "value": result["primary"]["value"],
-            "checkpoint": None,
+            "checkpoint": checkpoint,
             "train_py": paths.relative(paths.run(result["run_id"]).train_py),
         },
     )

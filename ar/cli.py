@@ -144,6 +144,31 @@ def report(expr: Expr = None, json: Json = False) -> int:
 
 
 @app.command()
+def chain_init(
+    from_expr: Annotated[Optional[str], typer.Option("--from-expr", "--expr", help="The parent experiment (default: the current one).")] = None,
+    new_slug: Annotated[Optional[str], typer.Option(help="Slug of the follow-up experiment.")] = None,
+    goal: Annotated[Optional[str], typer.Option(help="Goal of the follow-up (default: the parent's).")] = None,
+    parent_ckpt: Annotated[Optional[str], typer.Option(help="Checkpoint its runs get as AR_PARENT_CKPT (default: the parent's best checkpoint).")] = None,
+    mutation_scope: Annotated[Optional[str], typer.Option(help="What the agent may change (default: the parent's).")] = None,
+    primary_metric: Annotated[Optional[str], typer.Option(help="Metric name (default: the parent's).")] = None,
+    primary_direction: Annotated[Optional[str], typer.Option(help="min or max (default: the parent's).")] = None,
+    rationale: Annotated[Optional[str], typer.Option(help="Why this follow-up (required; recorded verbatim).")] = None,
+    runner: Annotated[str, typer.Option(help="Launch command, or inherit.")] = "inherit",
+    seconds: Annotated[str, typer.Option(help="Time limit per run, or inherit.")] = "inherit",
+    constraints: Annotated[Optional[List[str]], typer.Option(help="Hard limit 'name<=value' (repeatable), none, or inherit.")] = None,
+) -> int:
+    """Create the follow-up experiment of a chain and print its slug."""
+    from ar.commands.chain_init import ChainRequest, chain_init_command
+
+    request = ChainRequest(
+        from_expr, new_slug, goal, parent_ckpt, mutation_scope, primary_metric, primary_direction,
+        rationale, runner, seconds, tuple(constraints) if constraints else ("inherit",),
+    )
+    print(chain_init_command(Path.cwd(), request))
+    return 0
+
+
+@app.command()
 def demo(
     dir: Annotated[Optional[Path], typer.Option("--dir", help="Build the demo project here (default: a temp dir).")] = None,
 ) -> int:
@@ -156,7 +181,7 @@ def demo(
 def _build_only(name: str) -> None:
     """typer builds a parser for every registered command on each call (~10 ms here); when the
     invoked command is known, register only that one. The callback keeps `ar <command>` a group."""
-    chosen = [c for c in app.registered_commands if c.callback.__name__ == name]
+    chosen = [c for c in app.registered_commands if c.callback.__name__ == name.replace("-", "_")]
     if chosen:
         app.registered_commands = chosen
 

@@ -38,5 +38,6 @@ def set_current(project: ProjectPaths, slug: str) -> None:
     session.setdefault("chain_remaining", None)
     session.setdefault("chain_trail", [])
     if slug not in session["chain_trail"]:
-        session["chain_trail"] = [slug]  # a new experiment outside a chain starts a new trail
+        # a new experiment outside a chain starts a new chain scope, with its own settings (disabled)
+        session.update(chain_trail=[slug], chain_mode="disabled", chain_remaining=None, noninteractive_reentry=None)
     write_json_atomic(project.chain_session, session)

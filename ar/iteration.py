@@ -11,9 +11,10 @@ import shutil
 import signal
 import time
 
-from ar import launch, lines, supervisor
+from ar import chain, launch, lines, supervisor
 from ar.active import busy_error
 from ar.best import best_value, load_best
+from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
 from ar.durable import read_json, sha256_file, write_json_atomic
 from ar.errors import EXIT_TERMINATED, EXIT_UNCLEAN, ArError
@@ -26,7 +27,7 @@ from ar.settings import Session, load_session
 from ar.record import apply_result
 from ar.repair import repair
 from ar.state import after_run, load_state
-from ar.termination import progress, terminated_by
+from ar.termination import progress, terminated_by, with_chain
 from ar.verdict import decide, gain, noise_floor
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -43,6 +44,7 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
     preflight(paths, session)
     budget = seconds or session.loop.seconds
     run = start_run(paths)
+    chain.consume_reentry(paths)  # a chain child's first run: the non-interactive re-entry is over
     crash_point("after_snapshot")
     channel = supervisor.detach(lock, paths.supervisor_log)  # from here on, two processes
     if channel.is_caller:
@@ -80,6 +82,7 @@ def preflight(paths: ExperimentPaths, session: Session) -> None:
                 f"restore {paths.relative(path)} to its original content, or start a new experiment with `ar init`",
             )
     stop = terminated_by(session.limits(), load_state(paths).counters(best_value(load_best(paths))))
+    stop = with_chain(stop, *chain.budget(paths, session.loop))
     if stop:
         raise ArError(
             f"experiment '{paths.slug}' has terminated ({stop})",
@@ -91,6 +94,7 @@ def preflight(paths: ExperimentPaths, session: Session) -> None:
 _TERMINATED_HINTS = {
     "manual": "it was interrupted; resume with `ar session --resume continue`",
     "consecutive_failures": "fix the environment (see `ar tail`), then `ar session --max-failures N` to continue",
+    "chain_budget": "the chain is complete (no follow-up experiment left); raise a limit with `ar session` to go on with this one",
 }
 
 
@@ -119,6 +123,7 @@ def start_run(paths: ExperimentPaths) -> RunPaths:
     paths.runs.mkdir(exist_ok=True)
     run.dir.mkdir()
     shutil.copyfile(paths.train_py, run.train_py)
+    run.ckpt_dir.mkdir()  # $AR_CKPT_DIR exists from the start: train.py saves into it without a mkdir
     return run
 
 
@@ -141,7 +146,8 @@ def finalize(
     advanced = decision.verdict == "advance"
     best_after = {"run_id": run.run_id, "value": primary} if advanced else previous
     counters = state.counters(best_after["value"] if best_after else None)
-    stop = terminated_by(session.limits(), counters)
+    chain_mode, chain_remaining = chain.budget(paths, loop)
+    stop = with_chain(terminated_by(session.limits(), counters), chain_mode, chain_remaining)
     result = {
         "run_id": run.run_id,
         "started_at": utc_time(started),
@@ -164,8 +170,9 @@ def finalize(
         "should_terminate": stop is not None,
         "terminated_by": stop,
         "progress": progress(session.limits(), counters),
-        "chain_remaining": None,
+        "chain_remaining": chain_remaining,
         "log_path": paths.relative(run.log),
+        "checkpoint": find_checkpoint(paths, experiment, run, started),  # promoted on advance, else deleted
     }
     if outcome.status == "unclean":
         write_json_atomic(paths.unclean, {"run_id": run.run_id, "pids": outcome.survivors})

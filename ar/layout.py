@@ -37,6 +37,25 @@ def check_slug(slug: str) -> str:
     return slug
 
 
+CKPT_META = "meta.json"  # in best_ckpt/: {run_id, source, promoted_at, bytes, method}
+_GLOB_MAGIC = re.compile(r"[*?[]")
+
+
+def split_glob(root: Path, pattern: str, run_dir: Path) -> tuple[Path, str]:
+    """A user glob (relative to the project root `root`, or absolute; `{run_dir}` is the run's directory)
+    as (literal base directory, wildcard rest for Path.glob; "" when the pattern has no wildcard).
+    The leading components without wildcards are taken literally, so a run directory named `r[1]`
+    stays itself, and the rest is matched by pathlib, whose `**` does not follow symlinks."""
+    parts = pattern.split("/")
+    literal = 0
+    while literal < len(parts) and not _GLOB_MAGIC.search(parts[literal].replace("{run_dir}", "")):
+        literal += 1
+    head = "/".join(parts[:literal]) or ("/" if pattern.startswith("/") else "")  # "/*/x": the base is "/"
+    base = root / head.replace("{run_dir}", os.fspath(run_dir))
+    escaped = _GLOB_MAGIC.sub(r"[\g<0>]", os.fspath(run_dir))
+    return base, "/".join(parts[literal:]).replace("{run_dir}", escaped)
+
+
 class RunPaths(NamedTuple):
     run_id: str
     dir: Path
@@ -72,7 +91,9 @@ class ExperimentPaths:
         self.session = d / ".ar-session.json"  # settings, written only by `ar init` and `ar session`
         self.state = d / ".ar-state.json"  # counters after the last finished run, written only by `ar run`
         self.best = d / "best.json"
-        self.best_ckpt = d / "best_ckpt"
+        self.best_ckpt = d / "best_ckpt"  # the best run's checkpoint + meta.json (written last: marks it complete)
+        self.best_ckpt_staging = d / "best_ckpt.staging"  # the next best_ckpt, built before the swap
+        self.best_ckpt_previous = d / "best_ckpt.previous"  # the old best_ckpt during the swap
         self.results = d / "results.tsv"
         self.chain_decision = d / "chain_decision.json"
         self.runs = d / "runs"

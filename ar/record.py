@@ -7,7 +7,8 @@ sequence after a kill at any point and the end state is the same.
 from __future__ import annotations
 
 from ar import results_log
-from ar.best import load_best, promote_best, restore_train_py
+from ar.best import load_best, restore_train_py
+from ar.checkpoints import discard, promote
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths, parse_run_id
 from ar.state import after_run, load_state, save_state
@@ -16,11 +17,10 @@ from ar.state import after_run, load_state, save_state
 def apply_result(paths: ExperimentPaths, result: dict) -> None:
     """Effects of a recorded result; each step checks whether it already happened."""
     if result["verdict"] == "advance":
-        best = load_best(paths)
-        if best is None or best["run_id"] != result["run_id"]:
-            promote_best(paths, result)
+        promote(paths, result)  # best_ckpt/ and best.json; resumes a swap a kill interrupted
     else:
         restore_train_py(paths, load_best(paths))
+        discard(paths, result)  # its checkpoint is not kept: disk use stays bounded
     crash_point("after_promote_or_restore")
     last = results_log.tail_rows(paths.results, 1)
     if not last or last[0]["run_id"] != result["run_id"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ar import results_log
 from ar.best import promote_best
+from ar.checkpoints import best_pointer, settle
 from ar.durable import read_json, read_json_or_none, remove_temp_files
 from ar.layout import ExperimentPaths, format_run_id, parse_run_id
 from ar.record import apply_result
@@ -26,6 +27,7 @@ def repair(paths: ExperimentPaths) -> None:
     _restore_lost_best(paths, state)
     pending = paths.run(format_run_id(state.last_run + 1))
     if not pending.dir.exists():
+        settle(paths)  # a checkpoint swap left half done outside any run (a pending one finishes its own)
         return
     remove_temp_files(pending.dir)  # a kill mid-write of result.json leaves its temp file here
     if pending.result.exists():
@@ -77,4 +79,4 @@ def _restore_lost_best(paths: ExperimentPaths, state: LoopState) -> None:
             best_id = row["run_id"]
     result = read_json_or_none(paths.run(best_id).result) if best_id else None
     if isinstance(result, dict) and result.get("verdict") == "advance":
-        promote_best(paths, result)
+        promote_best(paths, result, best_pointer(paths, best_id))

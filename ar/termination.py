@@ -37,6 +37,20 @@ def terminated_by(limits: Limits, c: Counters) -> str | None:
     return None
 
 
+# Limits after which the agent would move on to a follow-up experiment. `manual` (the user
+# interrupted: resume) and `consecutive_failures` (a broken environment: fix it) keep their own
+# names, since what they ask for is not a new link.
+CHAIN_ENDING = frozenset({"primary_threshold", "plateau", "max_runs"})
+
+
+def with_chain(stop: str | None, chain_mode: str, chain_remaining: int | None) -> str | None:
+    """`chain_budget` when the experiment ended by one of its limits while chain mode is on and
+    no follow-up experiment is left (the whole chain is done); otherwise `stop` unchanged."""
+    if stop in CHAIN_ENDING and chain_mode == "max_n" and chain_remaining is not None and chain_remaining <= 0:
+        return "chain_budget"
+    return stop
+
+
 def progress(limits: Limits, c: Counters) -> str:
     """e.g. 'max_runs 12/50, plateau 3/5, failures 0/5' — only the limits that are set."""
     parts = []

@@ -243,7 +243,7 @@ def test_state_file_is_rebuilt_from_results(project: Project, damage: bytes | No
     data = status_json(project)
     assert data["runs"] == 3
     assert data["counts"] == {"advance": 1, "revert": 1, "crash": 1}
-    assert data["best"] == {"run_id": "r0001", "value": 2.0}
+    assert data["best"] == {"run_id": "r0001", "value": 2.0, "checkpoint": None}
     assert json.loads(state.read_text()) == expected  # saved again, as the runs left it
 
     project.write_train(printing("1.0"), "next")
@@ -268,7 +268,7 @@ def test_damaged_best_json_is_a_one_line_error(project: Project, damage: bytes) 
 
     # the fix the message names: delete it, and the next command points it at the best run again
     (project.expr / "best.json").unlink()
-    assert status_json(project)["best"] == {"run_id": "r0001", "value": 2.0}
+    assert status_json(project)["best"] == {"run_id": "r0001", "value": 2.0, "checkpoint": None}
     project.write_train(printing("3.0"), "worse than the best")
     run_ok(project)
     assert project.result("r0002")["verdict"] == "revert"

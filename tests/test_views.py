@@ -50,7 +50,7 @@ def test_status_last_and_json(project: Project) -> None:
     last = project.ar("status", "--last", "2", check=True).stdout.splitlines()
     assert last == ["r0002 advance 0.7 note 1 with tab", "r0003 revert 0.8 note 2 with tab"]
     data = json.loads(project.ar("status", "--json", "--last", "1", check=True).stdout)
-    assert data["best"] == {"run_id": "r0002", "value": 0.7}
+    assert data["best"] == {"run_id": "r0002", "value": 0.7, "checkpoint": None}
     assert data["counts"] == {"advance": 2, "revert": 1}
     assert [r["run_id"] for r in data["last_runs"]] == ["r0003"]
 

@@ -10,7 +10,7 @@ from collections import deque
 
 import orjson
 
-from ar import results_log
+from ar import chain, results_log
 from ar.best import best_value, load_best
 from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
@@ -18,7 +18,7 @@ from ar.layout import ExperimentPaths
 from ar.lines import number
 from ar.settings import load_session
 from ar.state import FAILURE_STATUSES, load_state
-from ar.termination import terminated_by
+from ar.termination import terminated_by, with_chain
 from ar.verdict import is_better
 
 KEPT = 10
@@ -26,6 +26,7 @@ FAILURES = 5
 LAST = 10
 BUCKETS = 10
 TEXT_CHARS = 300
+CONSTRAINTS = 8  # shown of an experiment's hard constraints (each one short)
 
 
 def report_command(expr: str | None, as_json: bool) -> int:
@@ -54,15 +55,22 @@ def collect(paths: ExperimentPaths) -> dict:
             cell = trend[bucket]
             if cell is None or is_better(row["value"], cell["value"], direction):
                 trend[bucket] = {"run_id": row["run_id"], "value": row["value"]}
+    experiment = session.experiment
     return {
         "expr": paths.slug,
-        "goal": _short(session.experiment.goal),
-        "primary": {"name": session.experiment.primary_metric, "direction": direction},
+        "goal": _short(experiment.goal),
+        "primary": {"name": experiment.primary_metric, "direction": direction},
+        "constraints": [_short(c)[:80] for c in experiment.constraints[:CONSTRAINTS]],
+        "more_constraints": max(0, len(experiment.constraints) - CONSTRAINTS),
+        "mutation_scope": _short(experiment.mutation_scope),
+        "seconds": session.loop.seconds,
+        "parent": experiment.parent_slug,
         "runs": state.runs,
         "counts": state.counts,
-        "terminated_by": terminated_by(session.limits(), state.counters(best_value(best))),
+        "terminated_by": with_chain(terminated_by(session.limits(), state.counters(best_value(best))), *chain.budget(paths, session.loop)),
         "baseline": state.baseline,
         "best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
+        "checkpoint": _short(str(best["checkpoint"]))[:160] if best and best.get("checkpoint") else None,
         "kept_changes": list(kept),
         "failures": [_failure(paths, row) for row in failures],
         "trend": [cell for cell in trend if cell],
@@ -92,6 +100,10 @@ def render(d: dict) -> str:
         f"Goal: {d['goal']}",
         f"Primary: {p['name']} ({p['direction']}); runs {d['runs']}" + (f" ({counts})" if counts else "")
         + f"; terminated: {d['terminated_by'] or 'no'}",
+        "Constraints: " + (", ".join(d["constraints"]) + (f" (+{d['more_constraints']} more)" if d["more_constraints"] else "") or "none")
+        + f"; {d['seconds']}s per run",
+        f"Mutation scope: {d['mutation_scope'] or '-'}",
+        *([f"Follows: {d['parent']}"] if d["parent"] else []),
         "",
         "## Baseline vs best",
     ]
@@ -102,6 +114,7 @@ def render(d: dict) -> str:
             change = f" ({(best['value'] - base['value']) / abs(base['value']) * 100:+.1f}% vs baseline)"
         out.append(f"- baseline: {base['run_id']} {number(base['value'])}" if base else "- baseline: none")
         out.append(f"- best: {best['run_id']} {number(best['value'])}{change}")
+        out.append(f"- best checkpoint: {d['checkpoint'] or 'none'}")
     else:
         out.append("- no valid run yet")
     out += ["", f"## Kept changes (last {KEPT})"]

@@ -27,6 +27,10 @@ def session_command(expr: str | None, as_json: bool, **flags) -> int:
         _resume(paths, changed, flags["resume"], flags["yes"])
     if changed != session:
         save_session(paths.session, changed)
+    if flags["chain_mode"] is not None or flags["chain_max"] is not None:
+        from ar import chain
+
+        chain.sync_session(paths, session.loop, changed.loop)  # the chain's budget, .chain-session.json
     if as_json:
         print(orjson.dumps({"experiment": changed.experiment._asdict(), "loop": changed.loop._asdict()}).decode())
     else:
@@ -97,7 +101,8 @@ def _wipe(paths: ExperimentPaths) -> None:
     # best.json goes first, so nothing points into runs/ while they go; a kill midway leaves a
     # consistent but half-wiped experiment, and running the command again finishes the job.
     paths.best.unlink(missing_ok=True)
-    shutil.rmtree(paths.best_ckpt, ignore_errors=True)
+    for directory in (paths.best_ckpt, paths.best_ckpt_staging, paths.best_ckpt_previous):
+        shutil.rmtree(directory, ignore_errors=True)
     restore_train_py(paths, None)
     shutil.rmtree(paths.runs, ignore_errors=True)
     paths.runs.mkdir()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from ar import lines, results_log
+from ar import chain, lines, results_log
 from ar.best import best_value, load_best, train_py_in_sync
 from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
@@ -17,9 +17,10 @@ from ar.layout import ExperimentPaths
 from ar.lock import IterationLock
 from ar.settings import load_session
 from ar.state import load_state
-from ar.termination import progress, terminated_by
+from ar.termination import progress, terminated_by, with_chain
 
 MAX_LAST = 50
+BEST_LINE_CHARS = 100  # the best line names the checkpoint only when it stays this short
 NOTE_CHARS = 80
 
 
@@ -47,23 +48,33 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
     best = load_best(paths)
     counters = state.counters(best_value(best))
     limits = session.limits()
+    chain_mode, chain_remaining = chain.budget(paths, session.loop)
     return {
         "expr": paths.slug,
         "primary": {"name": session.experiment.primary_metric, "direction": session.experiment.primary_direction},
         "seconds": session.loop.seconds,
         "noise": {"min_delta": session.loop.min_delta, "min_rel_delta": session.loop.min_rel_delta},
-        "best": {"run_id": best["run_id"], "value": best["value"]} if best else None,
+        "best": {"run_id": best["run_id"], "value": best["value"], "checkpoint": _checkpoint(paths, best)} if best else None,
         "baseline": state.baseline,
         "runs": state.runs,
         "counts": state.counts,
         "progress": progress(limits, counters),
-        "terminated_by": terminated_by(limits, counters),
+        "terminated_by": with_chain(terminated_by(limits, counters), chain_mode, chain_remaining),
         "train_py_in_sync": train_py_in_sync(paths, best),
         "running": running,
         "unclean": paths.unclean.exists(),
-        "chain_mode": session.loop.chain_mode,
+        "chain_mode": chain_mode,
+        "chain_remaining": chain_remaining,
+        "parent": session.experiment.parent_slug,
+        # a chain child's next skill entry: the skill treats it like AR_NONINTERACTIVE=1
+        "noninteractive": chain.noninteractive(paths),
         "last_runs": results_log.tail_rows(paths.results, last),
     }
+
+
+def _checkpoint(paths: ExperimentPaths, best: dict) -> str | None:
+    """best.json's checkpoint (relative to the experiment directory) as a path from the project root."""
+    return paths.relative(paths.dir / best["checkpoint"]) if best.get("checkpoint") else None
 
 
 def compact_lines(d: dict) -> list[str]:
@@ -76,7 +87,9 @@ def compact_lines(d: dict) -> list[str]:
     best, base = d["best"], d["baseline"]
     if best:
         baseline = f" (baseline {lines.number(base['value'])} {base['run_id']})" if base and base["run_id"] != best["run_id"] else ""
-        out.append(f"best {lines.number(best['value'])} {best['run_id']}{baseline}")
+        line = f"best {lines.number(best['value'])} {best['run_id']}{baseline}"
+        with_ckpt = f"{line}, checkpoint {best['checkpoint']}"
+        out.append(with_ckpt if best["checkpoint"] and len(with_ckpt) <= BEST_LINE_CHARS else line)
     else:
         out.append("best none yet: the first valid run sets it")
     counts = ", ".join(f"{v} {k}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1]))
@@ -90,8 +103,10 @@ def compact_lines(d: dict) -> list[str]:
         out.append(f"TERMINATED by {d['terminated_by']}")
     if d["unclean"]:
         out.append("UNCLEAN: processes of a run survived SIGKILL; see .ar-unclean")
-    if d["chain_mode"] != "disabled":
-        out.append(f"chain {d['chain_mode']}")
+    if d["chain_mode"] != "disabled" or d["noninteractive"]:
+        left = f": {d['chain_remaining']} remaining" if d["chain_mode"] == "max_n" else ""
+        mark = "; next entry non-interactive" if d["noninteractive"] else ""
+        out.append(f"chain {d['chain_mode']}{left}{mark}")
     return out
 
 

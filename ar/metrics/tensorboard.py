@@ -24,19 +24,16 @@ tensorboard/compat/proto event, summary, tensor, tensor_shape, types):
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 import stat
 import struct
 from pathlib import Path
 
+from ar.layout import split_glob
 from ar.metrics.errors import MetricsError
 from ar.metrics.protowire import FIXED32, FIXED64, LENGTH, VARINT, WireError, as_signed64, fields, varint
 
 DEFAULT_GLOB = "{run_dir}/**/events.out.tfevents.*"
-
-_MAGIC = re.compile(r"[*?[]")
 
 CHUNK_SIZE = 1 << 20
 
@@ -83,15 +80,7 @@ def find_event_files(root: Path, pattern: str, run_dir: Path, started: float) ->
     """Event files matching `pattern` (relative to the project root `root`; `{run_dir}` is replaced by the
     run directory, absolute or relative) that were written during this run: modified at or after `started`
     (epoch seconds). `**` recursive. Oldest first (by mtime)."""
-    # The leading components without wildcards are a directory taken literally (a run directory named
-    # `r[1]` stays itself); the rest is matched by pathlib, whose `**` does not follow symlinks, so a link
-    # to a dataset or back up the tree is never walked.
-    parts = pattern.split("/")
-    literal = 0
-    while literal < len(parts) and not _MAGIC.search(parts[literal].replace("{run_dir}", "")):
-        literal += 1
-    base = Path(root) / "/".join(parts[:literal]).replace("{run_dir}", os.fspath(run_dir))
-    rest = "/".join(parts[literal:]).replace("{run_dir}", glob.escape(os.fspath(run_dir)))
+    base, rest = split_glob(Path(root), pattern, run_dir)
     found: dict[Path, float] = {}
     for path in base.glob(rest) if rest else [base]:
         try:
