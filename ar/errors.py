@@ -6,6 +6,8 @@ naming the fix. `cli.main` prints it as one line and exits with its code.
 
 from __future__ import annotations
 
+import os
+
 # Exit codes, documented in the README; every command uses these and no others.
 EXIT_OK = 0
 EXIT_ERROR = 1  # bad input or refused action; the message says why and what to do
@@ -15,6 +17,15 @@ EXIT_TERMINATED = 4  # the experiment has terminated: no further runs
 EXIT_BUSY = 5  # another iteration of this experiment is running
 EXIT_UNCLEAN = 6  # processes of an earlier run survived SIGKILL (.ar-unclean)
 EXIT_INTERRUPTED = 130  # the run was interrupted (Ctrl+C or `ar stop`)
+
+
+SHIM = "uv run python .autoresearch/ar.py"
+
+
+def as_typed(text: str) -> str:
+    """Commands in a message as the caller must type them: started through the shim (an agent's
+    shell, where bare `ar` is binutils), they are shown through the shim too."""
+    return text.replace("`ar ", f"`{SHIM} ") if os.environ.get("AR_PROJECT_ROOT") else text
 
 
 class ArError(Exception):
@@ -28,4 +39,4 @@ class ArError(Exception):
         text = f"ar: {self.message}"
         if self.hint:
             text += f" (fix: {self.hint})"
-        return " ".join(text.split())  # always one line, whatever the message carried
+        return as_typed(" ".join(text.split()))  # always one line, whatever the message carried

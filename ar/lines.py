@@ -5,7 +5,7 @@ Short and greppable: the agent reads them every iteration, thousands of times a 
 
 from __future__ import annotations
 
-from ar.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
+from ar.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, as_typed
 from ar.layout import ExperimentPaths
 
 NOTE_CHARS = 60
@@ -21,7 +21,7 @@ def launched(run_id: str, seconds: int, note: str) -> str:
 
 
 def still_running(run_id: str) -> str:
-    return f"{run_id} still running; re-attach with `ar wait`"
+    return as_typed(f"{run_id} still running; re-attach with `ar wait`")
 
 
 def metric(result: dict) -> str:
@@ -42,7 +42,7 @@ def verdict(paths: ExperimentPaths, result: dict) -> str:
             parts.append(result["reason"])
         parts.append(f"train.py {result['train_py']}")
     if result["status"] in ("crash", "timeout"):
-        parts.append(f"see `ar tail --run {result['run_id']}`")
+        parts.append(as_typed(f"see `ar tail --run {result['run_id']}`"))
     parts.append(result["progress"])
     if result["terminated_by"]:
         parts.append(f"TERMINATED by {result['terminated_by']}")

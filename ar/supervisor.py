@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from ar import lines
-from ar.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_RUNNING
+from ar.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_RUNNING, as_typed
 from ar.lock import IterationLock
 
 
@@ -59,7 +59,7 @@ class Channel:
                 os.kill(supervisor_pid, signal.SIGTERM)
                 continue
             if not chunk:
-                print(f"ar: the process running {run_id} ended without a verdict; `ar status` repairs it", flush=True)
+                print(as_typed(f"ar: the process running {run_id} ended without a verdict; `ar status` repairs it"), flush=True)
                 return EXIT_ERROR
             pending += chunk
             *messages, pending = pending.split(b"\n")

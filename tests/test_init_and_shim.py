@@ -102,3 +102,16 @@ def test_shim_through_uv_run_in_a_uv_project(project: Project) -> None:
     done = subprocess.run([uv, "run", "--quiet", "python", ".autoresearch/ar.py", "status"], cwd=project.root, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("expr exp:")
+
+
+def test_messages_name_the_shim_when_ar_was_started_through_it(project: Project, bare_python: Path) -> None:
+    """In an agent's shell bare `ar` is binutils: hints must show the command the agent can type."""
+    project.write_train("import time\ntime.sleep(2)\nprint('val_loss=1')\n")
+    shim = [str(bare_python), ".autoresearch/ar.py"]
+    waiting = subprocess.run([*shim, "run", "--wait", "0.3"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
+    assert waiting.returncode == 3
+    assert "`uv run python .autoresearch/ar.py wait`" in waiting.stdout
+    busy = subprocess.run([*shim, "run"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
+    assert busy.returncode == 5 and "`uv run python .autoresearch/ar.py wait`" in busy.stderr
+    assert "`ar wait`" in project.ar("wait", "--wait", "0.1").stdout  # started directly: the short form
+    subprocess.run([*shim, "wait"], cwd=project.root, env=clean_env(), capture_output=True, check=True)

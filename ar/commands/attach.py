@@ -8,7 +8,7 @@ import time
 
 from ar import lines
 from ar.durable import read_json, read_json_or_none
-from ar.errors import EXIT_OK, EXIT_RUNNING, ArError
+from ar.errors import EXIT_OK, EXIT_RUNNING, ArError, as_typed
 from ar.experiments import resolve_experiment
 from ar.active import busy_error
 from ar.repair import repair
@@ -27,7 +27,7 @@ def wait_command(expr: str | None, wait: float | None) -> int:
             try:
                 finished = lock.acquire(wait)
             except KeyboardInterrupt:
-                print(f"detached; {run_id or 'the run'} is still running (interrupt it with `ar stop`)")
+                print(as_typed(f"detached; {run_id or 'the run'} is still running (interrupt it with `ar stop`)"))
                 return EXIT_RUNNING
             if not finished:
                 print(lines.still_running(run_id or "the run"))
