@@ -169,6 +169,14 @@ def chain_init(
 
 
 @app.command()
+def doctor(json: Json = False) -> int:
+    """Preflight: uv, python, the project's interpreter, torch, GPU, metric libraries, disk, stale sentinels."""
+    from ar.commands.doctor import doctor_command
+
+    return doctor_command(json)
+
+
+@app.command()
 def demo(
     dir: Annotated[Optional[Path], typer.Option("--dir", help="Build the demo project here (default: a temp dir).")] = None,
 ) -> int:

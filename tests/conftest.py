@@ -79,3 +79,15 @@ def project(tmp_path: Path) -> Project:
 def printing(value: str) -> str:
     """A train.py body that prints val_loss=<value>."""
     return f"print('val_loss={value}')\n"
+
+
+@pytest.fixture
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An interpreter without ar's dependencies, like a host project's own environment."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import typer"], capture_output=True)
+    assert probe.returncode != 0, "the bare venv must not see ar's dependencies"
+    return python
+

@@ -54,17 +54,6 @@ def test_second_experiment_becomes_current(tmp_path: Path) -> None:
     assert first.ar("status", "--expr", "first", check=True).stdout.startswith("expr first:")
 
 
-@pytest.fixture
-def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An interpreter without ar's dependencies, like a host project's own environment."""
-    venv = tmp_path_factory.mktemp("bare") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    probe = subprocess.run([str(python), "-c", "import typer"], capture_output=True)
-    assert probe.returncode != 0, "the bare venv must not see ar's dependencies"
-    return python
-
-
 def _site_packages(python: Path) -> list[str]:
     out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True)
     return sorted(os.listdir(out.stdout.strip()))
