@@ -24,7 +24,7 @@ def session_command(expr: str | None, as_json: bool, **flags) -> int:
     session = load_session(paths)
     changed = _apply_flags(session, flags)
     if flags["resume"] is not None:
-        _resume(paths, changed, flags["resume"], flags["yes"])
+        _resume(paths, flags["resume"])
     if changed != session:
         save_session(paths.session, changed)
     if flags["chain_mode"] is not None or flags["chain_max"] is not None:
@@ -81,7 +81,7 @@ def _apply_flags(session: Session, f: dict) -> Session:
     return session.with_loop(**changes) if changes else session
 
 
-def _resume(paths: ExperimentPaths, session: Session, mode: str, confirmed: bool) -> None:
+def _resume(paths: ExperimentPaths, mode: str) -> None:
     """Apply a resume choice; it touches runs and train.py, so it needs the iteration lock."""
     with IterationLock(paths.lock) as lock:
         if not lock.try_acquire():

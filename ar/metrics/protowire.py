@@ -59,9 +59,5 @@ def as_double(raw: int) -> float:
     return struct.unpack("<d", raw.to_bytes(8, "little"))[0]
 
 
-def as_float(raw: int) -> float:
-    return struct.unpack("<f", raw.to_bytes(4, "little"))[0]
-
-
 def as_signed64(raw: int) -> int:
     return raw - (1 << 64) if raw >= 1 << 63 else raw
