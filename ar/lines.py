@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ar.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, as_typed
 from ar.layout import ExperimentPaths
+from ar.tailback import clip
 
 NOTE_CHARS = 60
 
@@ -16,8 +17,7 @@ def number(value: float | None) -> str:
 
 
 def launched(run_id: str, seconds: int, note: str) -> str:
-    short = note if len(note) <= NOTE_CHARS else note[: NOTE_CHARS - 1] + "…"
-    return f"launched {run_id} ({seconds}s budget): {short or '(no RUN_NOTE)'}"
+    return f"launched {run_id} ({seconds}s budget): {clip(note, NOTE_CHARS) or '(no RUN_NOTE)'}"
 
 
 def still_running(run_id: str) -> str:

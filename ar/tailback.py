@@ -13,15 +13,27 @@ _HEADER = "Traceback (most recent call last):"
 _LAUNCHER_ERROR = "ChildFailedError"
 
 
+def clip(text: str, chars: int) -> str:
+    """At most `chars` characters; a cut is marked with an ellipsis."""
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def tail_bytes(path: Path, size: int) -> tuple[int, bytes]:
+    """(offset, bytes) of the last `size` bytes of the file; (0, b"") if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - size)
+            f.seek(start)
+            return start, f.read(size)
+    except OSError:
+        return 0, b""
+
+
 def log_tail(path: Path, lines: int = 30) -> list[str]:
     """The last traceback of the log (header to error line), else its last lines; [] if it is missing."""
     limit = min(max(lines, 1), MAX_LINES)
-    try:
-        with open(path, "rb") as f:
-            start = max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES)
-            f.seek(start)
-            data = f.read(TAIL_BYTES)
-    except OSError:
+    start, data = tail_bytes(path, TAIL_BYTES)
+    if not data:
         return []
     first_newline = data.find(b"\n")
     if start and 0 <= first_newline < len(data) - 1:
@@ -38,7 +50,7 @@ def log_tail(path: Path, lines: int = 30) -> list[str]:
         picked = [block[0], "...", *block[2 - limit :]]
     else:
         picked = [block[0], block[-1]][-limit:]
-    return [row if len(row) <= MAX_LINE_CHARS else row[: MAX_LINE_CHARS - 1] + "…" for row in picked]
+    return [clip(row, MAX_LINE_CHARS) for row in picked]
 
 
 def _as_shown(line: str) -> str:

@@ -16,6 +16,7 @@ from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
 from ar.layout import ExperimentPaths
 from ar.lines import number
+from ar.tailback import clip
 from ar.settings import load_session
 from ar.state import FAILURE_STATUSES, load_state
 from ar.termination import terminated_by, with_chain
@@ -79,8 +80,7 @@ def collect(paths: ExperimentPaths) -> dict:
 
 
 def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
+    return clip(" ".join(text.split()), TEXT_CHARS)
 
 
 def _brief(row: dict) -> dict:

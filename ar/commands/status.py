@@ -15,6 +15,7 @@ from ar.experiments import resolve_experiment
 from ar.repair import repair
 from ar.layout import ExperimentPaths
 from ar.lock import IterationLock
+from ar.tailback import clip
 from ar.settings import load_session
 from ar.state import load_state
 from ar.termination import progress, terminated_by, with_chain
@@ -111,6 +112,5 @@ def compact_lines(d: dict) -> list[str]:
 
 
 def run_line(row: dict) -> str:
-    note = row.get("note", "")
-    note = note if len(note) <= NOTE_CHARS else note[: NOTE_CHARS - 1] + "…"
+    note = clip(row.get("note", ""), NOTE_CHARS)
     return f"{row['run_id']} {row['verdict']} {lines.number(row['value'])} {note}".rstrip()

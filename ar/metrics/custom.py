@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from ar.metrics.errors import MetricsError
+from ar.tailback import tail_bytes
 
 FUNCTION = "extract_metrics"
 TAIL_BYTES = 64 << 10  # the end of run.log handed to the function
@@ -68,9 +69,4 @@ def run_custom(python: str, prepare_py: Path, run_dir: Path, log_tail: str, cwd:
 
 
 def log_tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    return tail_bytes(path, TAIL_BYTES)[1].decode("utf-8", "replace")
