@@ -11,13 +11,23 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ar.errors import EXIT_USAGE, ArError
+from ar.errors import EXIT_USAGE, PROG, ArError, as_typed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ar import __version__
+
+        print(f"autoresearch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def root() -> None:
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """autoresearch helper runtime: one command per ML experiment iteration."""
 
 Expr = Annotated[Optional[str], typer.Option("--expr", help="Experiment slug (default: the current one).")]
@@ -40,7 +50,7 @@ def init(
     metric_extract_code: Annotated[Optional[str], typer.Option(help="Source of extract_metrics(run_dir, log_tail) for the custom backend.")] = None,
     checkpoint_glob: Annotated[Optional[str], typer.Option(help="Checkpoint files or dirs, relative to the project root; {run_dir} allowed.")] = None,
 ) -> int:
-    """Scaffold an experiment under .autoresearch/ and print its slug."""
+    """Scaffold an experiment and print its slug."""
     from ar.commands.init import init_experiment
 
     print(
@@ -59,15 +69,15 @@ def session(
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     plateau: Annotated[Optional[int], typer.Option(help="Stop after N scored runs without improvement.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Stop once the best reaches this value.")] = None,
-    unlimited: Annotated[bool, typer.Option(help="Clear max-runs, plateau and threshold.")] = False,
+    unlimited: Annotated[bool, typer.Option("--unlimited", help="Clear max-runs, plateau and threshold.")] = False,
     max_failures: Annotated[Optional[int], typer.Option(help="Stop after N crashes/timeouts/invalids in a row.")] = None,
     min_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this (absolute) to advance.")] = None,
     min_rel_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this fraction of |best| to advance.")] = None,
     chain_mode: Annotated[Optional[str], typer.Option(help="disabled, max_n or unlimited.")] = None,
     chain_max: Annotated[Optional[int], typer.Option(help="Follow-up experiments allowed with max_n.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="continue, revert-best, or fresh (wipes runs and best; needs --yes).")] = None,
-    ack_baseline: Annotated[bool, typer.Option(help="Record that the first run is the baseline.")] = False,
-    yes: Annotated[bool, typer.Option(help="Confirm --resume fresh.")] = False,
+    ack_baseline: Annotated[bool, typer.Option("--ack-baseline", help="Record that the first run is the baseline.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --resume fresh.")] = False,
     json: Json = False,
 ) -> int:
     """Show the loop settings, or set them."""
@@ -85,7 +95,10 @@ def run(
     seconds: Annotated[Optional[int], typer.Option(help="Time limit for this run (default: the session's).")] = None,
     wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).")] = None,
 ) -> int:
-    """Run one iteration: snapshot, launch, watch, judge, keep or restore train.py."""
+    """Run one iteration.
+
+    Snapshot, launch, watch, judge, then keep or restore train.py.
+    """
     from ar.commands.run import run_command
 
     return run_command(expr, seconds, wait)
@@ -96,7 +109,10 @@ def wait(
     expr: Expr = None,
     wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).")] = None,
 ) -> int:
-    """Re-attach to the running iteration and print what `ar run` would have printed."""
+    """Re-attach to the running iteration.
+
+    Prints what `ar run` would have printed.
+    """
     from ar.commands.attach import wait_command
 
     return wait_command(expr, wait)
@@ -113,11 +129,14 @@ def stop(expr: Expr = None) -> int:
 @app.command()
 def status(
     expr: Expr = None,
-    compact: Annotated[bool, typer.Option(help="At most 10 lines (the default view).")] = False,
+    compact: Annotated[bool, typer.Option("--compact", help="At most 10 lines (the default view).")] = False,
     last: Annotated[int, typer.Option(help="Also list the last N runs, one line each.")] = 0,
     json: Json = False,
 ) -> int:
-    """Where the experiment stands: best, counts, termination progress."""
+    """Where the experiment stands.
+
+    Best, counts, termination progress.
+    """
     from ar.commands.status import status_command
 
     return status_command(expr, compact, last, json)
@@ -145,14 +164,14 @@ def report(expr: Expr = None, json: Json = False) -> int:
 
 @app.command()
 def chain_init(
+    new_slug: Annotated[str, typer.Option(help="Slug of the follow-up experiment.")],
+    rationale: Annotated[str, typer.Option(help="Why this follow-up, from the parent's report (recorded verbatim).")],
     from_expr: Annotated[Optional[str], typer.Option("--from-expr", "--expr", help="The parent experiment (default: the current one).")] = None,
-    new_slug: Annotated[Optional[str], typer.Option(help="Slug of the follow-up experiment.")] = None,
     goal: Annotated[Optional[str], typer.Option(help="Goal of the follow-up (default: the parent's).")] = None,
     parent_ckpt: Annotated[Optional[str], typer.Option(help="Checkpoint its runs get as AR_PARENT_CKPT (default: the parent's best checkpoint).")] = None,
     mutation_scope: Annotated[Optional[str], typer.Option(help="What the agent may change (default: the parent's).")] = None,
     primary_metric: Annotated[Optional[str], typer.Option(help="Metric name (default: the parent's).")] = None,
     primary_direction: Annotated[Optional[str], typer.Option(help="min or max (default: the parent's).")] = None,
-    rationale: Annotated[Optional[str], typer.Option(help="Why this follow-up (required; recorded verbatim).")] = None,
     runner: Annotated[str, typer.Option(help="Launch command, or inherit.")] = "inherit",
     seconds: Annotated[str, typer.Option(help="Time limit per run, or inherit.")] = "inherit",
     constraints: Annotated[Optional[List[str]], typer.Option(help="Hard limit 'name<=value' (repeatable), none, or inherit.")] = None,
@@ -170,17 +189,38 @@ def chain_init(
 
 @app.command()
 def doctor(json: Json = False) -> int:
-    """Preflight: uv, python, the project's interpreter, torch, GPU, metric libraries, disk, stale sentinels."""
+    """Preflight checks of this machine and project.
+
+    uv, python, the project's interpreter, torch, GPU, metric libraries, disk, stale sentinels.
+    """
     from ar.commands.doctor import doctor_command
 
     return doctor_command(json)
 
 
 @app.command()
+def shim() -> int:
+    """Point .autoresearch/ar.py at this installation.
+
+    Run it in the project root after moving or reinstalling autoresearch.
+    """
+    from ar.layout import find_project
+    from ar.shim import write_shim
+
+    project = find_project()
+    write_shim(project)
+    print(f"{project.shim} runs {sys.executable}")
+    return 0
+
+
+@app.command()
 def demo(
     dir: Annotated[Optional[Path], typer.Option("--dir", help="Build the demo project here (default: a temp dir).")] = None,
 ) -> int:
-    """Build a throwaway project and drive five real iterations through `ar run`."""
+    """Five real iterations on a throwaway project.
+
+    Builds it, then drives `ar run` as an agent would.
+    """
     from ar.commands.demo import demo_command
 
     return demo_command(dir)
@@ -198,6 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if os.environ.get("AR_SHIM_HEAL"):
+        from ar.shim import heal_shim
+
+        heal_shim()
     _build_only(args[0] if args else "")
     _exit(_invoke(args, debug))
 
@@ -206,7 +250,7 @@ def _invoke(args: list[str], debug: bool) -> int:
     import click
 
     try:
-        code = app(args=args, prog_name="ar", standalone_mode=False)
+        code = app(args=args, prog_name=PROG, standalone_mode=False)
     except ArError as exc:
         if debug:
             raise
@@ -214,9 +258,14 @@ def _invoke(args: list[str], debug: bool) -> int:
         return exc.code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:
+        # one line, like every other error: the problem and where the flags are listed
+        command = " ".join(["ar", *(exc.ctx.command_path.split()[1:] if exc.ctx else [])])
+        print(as_typed(f"ar: {exc.format_message()} (fix: see `{command} --help`)"), file=sys.stderr)
+        return EXIT_USAGE
     except click.ClickException as exc:
         exc.show()
-        return EXIT_USAGE if isinstance(exc, click.UsageError) else 1
+        return 1
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("ar: interrupted", file=sys.stderr)
         return 130

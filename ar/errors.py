@@ -20,12 +20,13 @@ EXIT_INTERRUPTED = 130  # the run was interrupted (Ctrl+C or `ar stop`)
 
 
 SHIM = "uv run python .autoresearch/ar.py"
+PROG = "autoresearch"  # the console script; never `ar`, which is binutils' archiver
 
 
 def as_typed(text: str) -> str:
-    """Commands in a message as the caller must type them: started through the shim (an agent's
-    shell, where bare `ar` is binutils), they are shown through the shim too."""
-    return text.replace("`ar ", f"`{SHIM} ") if os.environ.get("AR_PROJECT_ROOT") else text
+    """Commands in a message (written `ar <command>`) as the caller must type them: through the
+    shim when started through it (an agent's shell), else with the console script's name."""
+    return text.replace("`ar ", f"`{SHIM if os.environ.get('AR_PROJECT_ROOT') else PROG} ")
 
 
 class ArError(Exception):

@@ -121,6 +121,10 @@ class ProjectPaths(NamedTuple):
         return self.state_dir / "ar.py"
 
     @property
+    def gitignore(self) -> Path:
+        return self.state_dir / ".gitignore"
+
+    @property
     def chain_session(self) -> Path:
         return self.state_dir / ".chain-session.json"
 

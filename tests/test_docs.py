@@ -19,8 +19,9 @@ REFERENCES = sorted((REPO / "references").glob("*.md"))
 AGENT_DOCS = SKILLS + REFERENCES
 ALL_DOCS = [*AGENT_DOCS, REPO / "README.md", REPO / "BENCHMARKS.md"]
 
-# `ar <command>`, `AR <command>` (the skills' shorthand for the shim) or `ar.py <command>`
-COMMAND = re.compile(r"(?:(?<![\w/.-])ar|\bAR|ar\.py)\s+([a-z][a-z-]*)")
+# `ar <command>`, `AR <command>` (the skills' shorthand for the shim), `ar.py <command>` or the
+# console script, `autoresearch <command>`
+COMMAND = re.compile(r"(?:(?<![\w/.-])(?:ar|autoresearch)|\bAR|ar\.py)\s+([a-z][a-z-]*)")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 # Flags of other tools that the docs show next to ar (uv, pytest, claude, the benchmark scripts).
 OTHER_TOOLS = {"--project", "--no-dev", "--quiet", "--strict", "--mb", "--quick", "--version", "--help", "--debug", "--plugin-dir"}
@@ -46,7 +47,7 @@ def mentions(path: Path) -> list[tuple[str, set[str]]]:
 @pytest.mark.parametrize("path", ALL_DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_mentioned_command_and_flag_exists(path: Path) -> None:
     commands = cli_flags()
-    words = {"run", "status", "wait", "stop", "init", "session", "tail", "report", "demo", "doctor", "chain-init"}
+    words = {"run", "status", "wait", "stop", "init", "session", "tail", "report", "demo", "doctor", "chain-init", "shim"}
     for command, flags in mentions(path):
         if command not in words and command not in commands:
             continue  # prose such as "ar is", "AR are"

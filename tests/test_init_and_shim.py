@@ -102,5 +102,5 @@ def test_messages_name_the_shim_when_ar_was_started_through_it(project: Project,
     assert "`uv run python .autoresearch/ar.py wait`" in waiting.stdout
     busy = subprocess.run([*shim, "run"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
     assert busy.returncode == 5 and "`uv run python .autoresearch/ar.py wait`" in busy.stderr
-    assert "`ar wait`" in project.ar("wait", "--wait", "0.1").stdout  # started directly: the short form
+    assert "`autoresearch wait`" in project.ar("wait", "--wait", "0.1").stdout  # started directly: the console script
     subprocess.run([*shim, "wait"], cwd=project.root, env=clean_env(), capture_output=True, check=True)

@@ -7,7 +7,6 @@ import ast
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 from ar import results_log
@@ -20,10 +19,23 @@ from ar.layout import ExperimentPaths, ProjectPaths, check_slug
 from ar.metrics import BACKENDS
 from ar.metrics.custom import FUNCTION as CUSTOM_FUNCTION
 from ar.metrics.log import compile_pattern
-from ar.state import LoopState, save_state
+from ar.render import render
 from ar.settings import DEFAULT_RUNNER, DIRECTIONS, MAX_SECONDS, Experiment, Loop, Session, save_session
+from ar.shim import write_shim
+from ar.state import LoopState, save_state
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# Runs, checkpoints and runtime state never reach the host's git (a `git add -A` would take
+# gigabytes); the experiment's small files (train.py, program.md, results.tsv, best.json) may.
+GITIGNORE = """\
+# written by autoresearch
+*/runs/
+*/best_ckpt*/
+*/.ar-*
+!*/.ar-session.json
+.chain-*
+.init-*
+.tmp-*
+"""
 _LOG_NAME = re.compile(r"[A-Za-z_][\w./-]*", re.ASCII)  # what the default log pattern (bytes, ASCII \w) can find
 
 
@@ -75,7 +87,8 @@ def init_experiment(
     except BaseException:
         shutil.rmtree(staged.dir, ignore_errors=True)
         raise
-    _write_shim(project)
+    write_shim(project)
+    _write_gitignore(project)
     set_current(project, slug)
     return slug
 
@@ -127,13 +140,6 @@ def _validate_backend_options(backend: str, tb_events_glob: str | None, code: st
         )
 
 
-def _render(template: str, values: dict[str, str]) -> str:
-    text = (TEMPLATES / template).read_text(encoding="utf-8")
-    # One pass: a value that itself holds a placeholder (a goal mentioning __METRIC__) stays verbatim.
-    placeholder = re.compile("__(" + "|".join(map(re.escape, values)) + ")__")
-    return placeholder.sub(lambda m: values[m.group(1)], text)
-
-
 def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: int, extract_code: str | None) -> None:
     staged.dir.mkdir()
     staged.runs.mkdir()
@@ -148,14 +154,14 @@ def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: 
         "RUNNER": experiment.runner,
         "SECONDS": str(seconds),
     }
-    staged.program_md.write_text(_render("program.md", md), encoding="utf-8")
-    prepare = _render("prepare.py", {"SLUG": experiment.slug})
+    staged.program_md.write_text(render("program.md", md), encoding="utf-8")
+    prepare = render("prepare.py", {"SLUG": experiment.slug})
     if extract_code is not None:
         prepare += f"\n\n# The custom metric backend: `ar` calls {CUSTOM_FUNCTION}(run_dir, log_tail) after every run.\n"
         prepare += extract_code.strip() + "\n"
     staged.prepare_py.write_text(prepare, encoding="utf-8")
     # repr() gives a valid Python literal for any text: quotes, backslashes, newlines, unicode
-    train = _render("train.py", {"METRIC": repr(experiment.primary_metric), "DIRECTION": repr(experiment.primary_direction)})
+    train = render("train.py", {"METRIC": repr(experiment.primary_metric), "DIRECTION": repr(experiment.primary_direction)})
     staged.train_py.write_text(train, encoding="utf-8")
     staged.baseline_py.write_text(train, encoding="utf-8")
     results_log.create(staged.results)
@@ -164,10 +170,6 @@ def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: 
     save_session(staged.session, Session(experiment._replace(protected=protected), Loop(seconds=seconds)))
 
 
-def _write_shim(project: ProjectPaths) -> None:
-    """Written when absent, or rewritten when the interpreter it names has gone (ar reinstalled)."""
-    if project.shim.exists() and repr(sys.executable) in project.shim.read_text(encoding="utf-8", errors="replace"):
-        return
-    source = Path(__file__).resolve().parents[2]
-    text = _render("shim.py", {"AR_PYTHON": repr(sys.executable), "AR_SOURCE": repr(str(source))})
-    write_bytes_atomic(project.shim, text.encode(), mode=0o755)
+def _write_gitignore(project: ProjectPaths) -> None:
+    if not project.gitignore.exists():
+        write_bytes_atomic(project.gitignore, GITIGNORE.encode())
