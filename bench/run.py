@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-AR = [str(Path(sys.executable).with_name("ar"))]  # the console script uv installs
+AR = [str(Path(sys.executable).with_name("autoresearch"))]  # the console script uv installs
 TRAIN = """RUN_NOTE = "bench"
 t = time.perf_counter()
 while time.perf_counter() - t < 0.2:

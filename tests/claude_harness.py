@@ -1,7 +1,8 @@
 """Drive the real Claude Code CLI against this plugin, with a scripted model on loopback.
 
 * `install_claude()` installs the pinned npm package `@anthropic-ai/claude-code` into
-  `<repo>/.cache/claude-code` (gitignored) once and returns the `claude` executable. The calling
+  `~/.cache/autoresearch-tests/claude-code` (outside the repository, so a copy of the tree never
+  carries its ~700 MB) once and returns the `claude` executable. The calling
   test is skipped, with the reason, when node/npm are missing or the install fails.
 * `ScriptedModel` is a stdlib HTTP server on 127.0.0.1 (random port, daemon threads) that speaks
   just enough of the Anthropic Messages API to answer the CLI from a script: a list of steps,
@@ -53,11 +54,12 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
+from stack_env import cache_root
 
 REPO = Path(__file__).resolve().parent.parent
 CLAUDE_PACKAGE = "@anthropic-ai/claude-code"
 CLAUDE_VERSION = "2.1.330"
-CACHE_DIR = REPO / ".cache" / "claude-code"
+CACHE_DIR = cache_root() / "claude-code"
 MAX_REQUESTS = 200
 
 # Tools the scripted model may call without a permission prompt; `--permission-prompts none`

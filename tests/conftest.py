@@ -91,3 +91,18 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert probe.returncode != 0, "the bare venv must not see ar's dependencies"
     return python
 
+
+
+@pytest.fixture(scope="session")
+def torch_python() -> Path:
+    """An interpreter with torch, as a host project's environment has it (built once; see stack_env)."""
+    from stack_env import stack_python
+
+    return stack_python("torch", ["torch==2.13.0"])
+
+
+def run_python(python: Path, code: str, *args: str) -> str:
+    """stdout of `code` run by another interpreter (a host environment); fails the test on error."""
+    done = subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -233,7 +233,7 @@ def test_retry_after_a_kill_completes_with_the_same_arguments(tmp_path: Path, po
     chain = chain_state(project)
     assert chain["current_slug"] == "kid" and chain["chain_trail"] == ["par", "kid"] and chain["chain_remaining"] == 1
     names = sorted(p.name for p in (project.root / ".autoresearch").iterdir())
-    assert names == [".chain-session.json", "ar.py", "kid", "par"]  # no staging left
+    assert names == [".chain-session.json", ".gitignore", "ar.py", "kid", "par"]  # no staging left
     # once complete, the same call is a no-op (no second decrement); other arguments are refused
     assert chain_init(project, "kid").stdout == "kid\n"
     assert chain_state(project) == chain

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, clean_env, make_project
+from conftest import Project, clean_env, make_project, run_python
 from test_integrity import check_invariants
 
 MiB = 1 << 20
@@ -336,20 +336,29 @@ def test_swap_leftovers_outside_a_run_are_settled(project: Project):
 # ---------------------------------------------------------------- a real torch checkpoint
 
 
-def test_torch_state_dict_round_trip(project: Project):
-    torch = pytest.importorskip("torch")
+MODEL = "torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))"
+
+
+def test_torch_state_dict_round_trip(tmp_path: Path, torch_python: Path):
+    project = make_project(tmp_path, "--runner", f"{torch_python} {{train_py}}")
     body = (
         "import os, torch\n"
         "torch.manual_seed(0)\n"
-        "model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))\n"
+        f"model = {MODEL}\n"
         "torch.save(model.state_dict(), os.path.join(os.environ['AR_CKPT_DIR'], 'model.pt'))\n"
         "print('val_loss=0.3')\n"
     )
     run(project, body)
     best = project.best()
-    state = torch.load(project.expr / best["checkpoint"] / "model.pt")
-    torch.manual_seed(0)  # the same weights, made again here
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    assert state.keys() == model.state_dict().keys()
-    assert all(torch.equal(tensor, state[name]) for name, tensor in model.state_dict().items())
-    model.load_state_dict(state)
+    # the same weights, made again in a fresh process, equal the promoted ones and load back
+    check = (
+        "import sys, torch\n"
+        "state = torch.load(sys.argv[1])\n"
+        "torch.manual_seed(0)\n"
+        f"model = {MODEL}\n"
+        "assert state.keys() == model.state_dict().keys()\n"
+        "assert all(torch.equal(t, state[k]) for k, t in model.state_dict().items())\n"
+        "model.load_state_dict(state)\n"
+        "print('same')\n"
+    )
+    assert run_python(torch_python, check, str(project.expr / best["checkpoint"] / "model.pt")) == "same\n"

@@ -3,7 +3,7 @@
 The model is `claude_harness.ScriptedModel` on 127.0.0.1: it answers from a fixed script of tool
 calls, so these tests check what the CLI does with the plugin (skill expansion, the agent's
 shell, hooks), not what a model would decide. The CLI (npm `@anthropic-ai/claude-code`, pinned)
-is installed once into .cache/claude-code; without node/npm or the registry the CLI tests skip.
+is installed once into ~/.cache/autoresearch-tests/claude-code; without node/npm or the registry the CLI tests skip.
 
 Tests of parts that other work is still writing are xfail (not strict) while those files are
 missing, and become ordinary tests as soon as the files exist.

@@ -97,11 +97,21 @@ def test_gpu_line_from_nvidia_smi_and_torch(tmp_path: Path, bare_python: Path) -
     code, checks = doctor(project.root, bare_python, bin_dir)
     assert code == 0, checks
     assert levels(checks, "gpu") == [("ok", "2x NVIDIA H100 80GB HBM3")]  # torch is not there to ask
-    cuda = subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"], capture_output=True)
-    if has_torch(sys.executable) and cuda.returncode != 0:  # a CPU build, or no driver: torch cannot use the GPUs listed
-        code, checks = doctor(project.root, sys.executable, bin_dir)
+
+
+def test_torch_in_the_project_interpreter(tmp_path: Path, torch_python: Path) -> None:
+    """Through the shim from a host environment with torch: doctor asks that torch about the GPUs."""
+    project = make_project(tmp_path / "p")
+    code, checks = doctor(project.root, torch_python)
+    assert code == 0, checks
+    assert levels(checks, "torch")[0][0] == "ok"
+    assert str(torch_python) in levels(checks, "project-python")[0][1]
+    listing = "echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1f2e)'"
+    code, checks = doctor(project.root, torch_python, fake_nvidia_smi(tmp_path, listing))
+    cuda = subprocess.run([str(torch_python), "-c", "import torch; assert torch.cuda.is_available()"], capture_output=True)
+    if cuda.returncode != 0:  # a CPU build, or no driver: torch cannot use the GPU listed
         (level, detail), = levels(checks, "gpu")
-        assert level == "warn" and "nvidia-smi lists 2x NVIDIA H100 80GB HBM3 but torch.cuda.is_available() is False" in detail
+        assert level == "warn" and "nvidia-smi lists 1x NVIDIA H100 80GB HBM3 but torch.cuda.is_available() is False" in detail
 
 
 def test_a_failing_nvidia_smi_warns(tmp_path: Path, bare_python: Path) -> None:

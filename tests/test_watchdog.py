@@ -138,7 +138,7 @@ def test_crash_by_signal(tmp_path: Path) -> None:
 
 def test_timeout_kills_tree_that_ignores_sigterm(tmp_path: Path, pid_dir: Path) -> None:
     tree = write_script(tmp_path, "tree.py", TREE)
-    seconds, grace = 1.0, 1.0
+    seconds, grace = 1.0, 2.0
     started = time.monotonic()
     result = supervise(tmp_path, spec(tmp_path, f"exec {PY} {tree} {pid_dir}", seconds, grace))
     elapsed = time.monotonic() - started
@@ -146,9 +146,8 @@ def test_timeout_kills_tree_that_ignores_sigterm(tmp_path: Path, pid_dir: Path) 
     pids = recorded_pids(pid_dir)
     assert len(pids) == 7
     assert (result["status"], result["exit_code"], result["survivors"]) == ("timeout", -signal.SIGKILL, [])
-    assert seconds <= result["wall_seconds"] < seconds + 0.5
-    # Nobody obeys SIGTERM, so the whole grace is spent before SIGKILL.
-    assert seconds + grace <= elapsed < seconds + grace + 5
+    # SIGTERM at the deadline; nobody obeys it, so the whole grace is spent before SIGKILL.
+    assert seconds <= result["wall_seconds"] < seconds + grace <= elapsed
     assert_all_gone(pids)
 
 
@@ -206,19 +205,20 @@ def test_signal_to_supervisor_interrupts_run(tmp_path: Path, pid_dir: Path, sig:
     finally:
         supervisor.kill()
     assert (result["status"], result["survivors"]) == ("interrupted", [])
-    assert result["wall_seconds"] < 5
+    assert result["wall_seconds"] < 30  # the signal ended it, not the deadline
     assert_all_gone(recorded_pids(pid_dir))
 
 
 @pytest.mark.parametrize("no_pidfd", [False, True])
 def test_exit_is_detected_without_polling_delay(tmp_path: Path, no_pidfd: bool) -> None:
-    result = supervise(tmp_path, {**spec(tmp_path, "exit 0"), "no_pidfd": no_pidfd})
-    assert result["status"] == "ok"
-    assert result["wall_seconds"] < 0.5
-
-    result = supervise(tmp_path, {**spec(tmp_path, "sleep 0.3"), "no_pidfd": no_pidfd})
-    assert result["status"] == "ok"
-    assert 0.3 <= result["wall_seconds"] < 0.5
+    """The exit (the pidfd, or the short poll without one) ends the wait, not the next sample: with
+    samples 20 s apart, a run that ends sooner was noticed by its exit. An ordering, not a
+    duration; bench/bench_exit.py measures the latency."""
+    ticks = {"_SAMPLE_SECONDS": 20.0}
+    for command, lasts in (("exit 0", 0.0), ("sleep 0.3", 0.3)):
+        result = supervise(tmp_path, {**spec(tmp_path, command, 60.0), "no_pidfd": no_pidfd, "knobs": ticks})
+        assert result["status"] == "ok"
+        assert lasts <= result["wall_seconds"] < 20
 
 
 def test_unkillable_process_is_reported_unclean(tmp_path: Path, pid_dir: Path) -> None:

@@ -240,12 +240,12 @@ def _build(project: ProjectPaths, parent: ExperimentPaths, child: ExperimentPath
 
 
 def _write_child(parent: ExperimentPaths, staged: ExperimentPaths, session: Session, decision: dict) -> None:
-    from ar.commands.init import _render
+    from ar.render import render
 
     e, loop = session.experiment, session.loop
     staged.dir.mkdir()
     staged.runs.mkdir()
-    program = _render(
+    program = render(
         "program.md",
         {
             "SLUG": e.slug,
