@@ -353,5 +353,5 @@ def test_unknown_names_are_one_line_errors(project: Project, args: list[str], wo
 def test_commands_outside_any_project_are_one_line_errors(tmp_path: Path, command: list[str]) -> None:
     elsewhere = tmp_path / "not-a-project"
     elsewhere.mkdir()
-    assert_one_line_error(ar_in(elsewhere, *command), ".autoresearch", "ar init")
+    assert_one_line_error(ar_in(elsewhere, *command), ".autoresearch", "autoresearch init")
     assert list(elsewhere.iterdir()) == []

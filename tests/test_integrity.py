@@ -221,7 +221,7 @@ def test_kill_at_each_step(project: Project, point: str, kind: str):
     else:
         assert done.returncode not in (0, -signal.SIGKILL), done
         last = out_lines(done)[-1]
-        assert "r0002" in last and "ar status" in last, done.stdout
+        assert "r0002" in last and "autoresearch status" in last, done.stdout
 
     training_pid = None
     if point == "after_spawn":
@@ -370,7 +370,7 @@ def test_second_run_is_refused_while_one_runs(project: Project):
     assert second.returncode == 5
     assert second.stdout == ""
     line = one_line(second.stderr)
-    assert "r0001" in line and "ar wait" in line and "ar stop" in line
+    assert "r0001" in line and "autoresearch wait" in line and "autoresearch stop" in line
 
     fresh = project.ar("session", "--resume", "fresh", "--yes")
     assert fresh.returncode == 5, fresh
@@ -397,7 +397,7 @@ def test_run_wait_returns_and_the_run_finishes(project: Project):
     assert time.monotonic() - started < 2.8
     lines = out_lines(done)
     assert len(lines) <= 2 and lines[0].startswith("launched r0001")
-    assert "still running" in lines[-1] and "ar wait" in lines[-1]
+    assert "still running" in lines[-1] and "autoresearch wait" in lines[-1]
 
     status = project.ar("status")
     assert "running r0001" in status.stdout  # the run goes on without its caller
@@ -422,7 +422,7 @@ def test_killed_client_run_is_recorded_and_wait_reattaches(project: Project):
     short = project.ar("wait", "--wait", "0.3")
     assert short.returncode == 3, short
     line = one_line(short.stdout)
-    assert "r0001" in line and "still running" in line and "ar wait" in line
+    assert "r0001" in line and "still running" in line and "autoresearch wait" in line
 
     result_file = project.expr / "runs" / "r0001" / "result.json"
     assert not result_file.exists(), "the run should still be going when `ar wait` starts"

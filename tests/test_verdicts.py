@@ -231,7 +231,7 @@ def test_crash_restores_and_tail_shows_the_error(project: Project, body: str, ex
     result = result_of(project, "r0002")
     assert (result["status"], result["verdict"], result["valid"], result["improved_over_best"]) == ("crash", "crash", False, False)
     assert result["exit_code"] in exit_codes
-    assert "ar tail --run r0002" in done.stdout.splitlines()[-1]
+    assert "autoresearch tail --run r0002" in done.stdout.splitlines()[-1]
     assert project.best()["run_id"] == "r0001"
     assert_restored(project)
     assert assert_rows(project, 2)[-1][3:5] == ["crash", "crash"]
