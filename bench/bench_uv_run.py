@@ -2,7 +2,9 @@
 
 Run: `uv run python bench/bench_uv_run.py [--repeats N]`. Builds two copies of the tracked
 tree in a temp dir, identical but for that setting ("before" has it, as the repository did),
-syncs each (dev group included, as `uv run` in a clone does), then times, alternating:
+syncs each (dev group included, as `uv run` in a clone does; a third copy without the setting is
+synced once with `uv sync --compile-bytecode`, the advice for machines that set
+PYTHONDONTWRITEBYTECODE=1, as ours do), then times, alternating:
 `uv run autoresearch --help` in the copy, the setup skill's form
 `uv run --quiet --no-dev --project <copy> autoresearch --help` from another directory, and the
 console script itself (`.venv/bin/autoresearch --help`), the floor.
@@ -52,9 +54,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         elsewhere = tmp / "project"
         elsewhere.mkdir()
-        trees = {"before": copy(tmp / "before", True), "after": copy(tmp / "after", False)}
-        for tree in trees.values():
-            subprocess.run([UV, "sync", "--quiet"], cwd=tree, env=env, check=True)
+        trees = {"before": copy(tmp / "before", True), "after": copy(tmp / "after", False),
+                 "compiled": copy(tmp / "compiled", False)}
+        for label, tree in trees.items():
+            subprocess.run([UV, "sync", "--quiet", *(["--compile-bytecode"] if label == "compiled" else [])], cwd=tree, env=env, check=True)
         forms = {
             "`uv run autoresearch --help` (in the clone)": lambda t: ([UV, "run", "autoresearch", "--help"], t),
             "`uv run --quiet --no-dev --project <clone> autoresearch --help` (setup skill)":
@@ -67,12 +70,11 @@ def main() -> None:
                 for label, tree in trees.items():
                     argv, cwd = build(tree)
                     times.setdefault((form, label), []).append(timed(argv, cwd, env))
-        print("| command | before (compile-bytecode = true) | after | before / after |")
-        print("|---|---|---|---|")
+        print("| command | before (compile-bytecode = true) | after | after, compiled once | before / after |")
+        print("|---|---|---|---|---|")
         for form in forms:
-            before = statistics.median(times[(form, "before")])
-            after = statistics.median(times[(form, "after")])
-            print(f"| {form} | {before * 1000:.0f} ms | {after * 1000:.0f} ms | {before / after:.1f}x |")
+            before, after, compiled = (statistics.median(times[(form, label)]) for label in trees)
+            print(f"| {form} | {before * 1000:.0f} ms | {after * 1000:.0f} ms | {compiled * 1000:.0f} ms | {before / after:.2f}x |")
 
 
 if __name__ == "__main__":
