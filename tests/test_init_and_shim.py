@@ -104,3 +104,33 @@ def test_messages_name_the_shim_when_ar_was_started_through_it(project: Project,
     assert busy.returncode == 5 and "`uv run python .autoresearch/ar.py wait`" in busy.stderr
     assert "`autoresearch wait`" in project.ar("wait", "--wait", "0.1").stdout  # started directly: the console script
     subprocess.run([*shim, "wait"], cwd=project.root, env=clean_env(), capture_output=True, check=True)
+
+
+def test_gitignore_keeps_runs_checkpoints_and_state_out_of_git(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    project.write_train("import os\nopen(os.path.join(os.environ['AR_CKPT_DIR'], 'model.pt'), 'wb').write(b'w' * 1000)\nprint('val_loss=1.0')\n")
+    assert project.ar("run").returncode == 0
+    assert (project.expr / "best_ckpt").is_dir() and (project.expr / "runs" / "r0001" / "run.log").is_file()
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(staged) == sorted(f".autoresearch/{name}" for name in (
+        ".gitignore", "ar.py", "exp/.ar-session.json", "exp/best.json", "exp/prepare.py",
+        "exp/program.md", "exp/results.tsv", "exp/train.py", "exp/train.py.baseline",
+    ))
+
+
+def test_shim_whose_interpreter_is_gone_heals_through_the_source(project: Project, bare_python: Path) -> None:
+    """The interpreter it names was removed (a venv rebuilt elsewhere): the shim runs ar with
+    `uv run --project <source>` and ar rewrites the shim to the interpreter it ran under."""
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not on PATH")
+    shim = project.root / ".autoresearch" / "ar.py"
+    text = shim.read_text()
+    assert f"AR_PYTHON = {sys.executable!r}" in text
+    shim.write_text(text.replace(f"AR_PYTHON = {sys.executable!r}", "AR_PYTHON = '/gone/venv/bin/python'"))
+    env = clean_env()
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run([str(bare_python), ".autoresearch/ar.py", "status"], cwd=project.root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("expr exp:"), done.stderr
+    assert "/gone/" not in shim.read_text() and "AR_PYTHON = '" in shim.read_text()
