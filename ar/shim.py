@@ -14,16 +14,15 @@ from ar.render import render
 SOURCE = Path(__file__).resolve().parent.parent  # a clone or plugin install; site-packages for a tool install
 
 
-def write_shim(project: ProjectPaths) -> bool:
-    """Points the shim at this interpreter; False when it already does (nothing written)."""
+def write_shim(project: ProjectPaths) -> None:
+    """Points the shim at this interpreter (no write when it already does)."""
     text = render("shim.py", {"AR_PYTHON": repr(sys.executable), "AR_SOURCE": repr(str(SOURCE))}).encode()
     try:
         if project.shim.read_bytes() == text:
-            return False
+            return
     except OSError:
         pass
     write_bytes_atomic(project.shim, text, mode=0o755)
-    return True
 
 
 def heal_shim() -> None:

@@ -35,6 +35,7 @@ _GPU_QUERY_SECONDS = 30.0  # an nvidia-smi that takes longer is killed; a wedged
 _GPU_QUERY = ("--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _MIB = 1 << 20
+_RUNNING = object()  # the GPU poll has not been stopped yet
 
 
 class Launch(NamedTuple):
@@ -109,6 +110,9 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
     previous = {sig: signal.signal(sig, on_signal) for sig in _INTERRUPTS}
     previous_wake = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     try:
+        # Before the child exists: an orphan it makes in its first instant (a runner like
+        # `env -i setsid -f ...`) must come back to us, not to init, where no look finds it.
+        become_subreaper()
         with open(launch.log_path, "ab") as log:
             start = time.monotonic()
             child = subprocess.Popen(
@@ -120,17 +124,16 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
         tree = _Tree(child, _tag_entry(launch.tag), observe=usage.observe)
         try:
             usage.started(child.pid)
-            # After the spawn, so it overlaps the child's start-up; an orphan made before it is
-            # still found by its environment tag.
-            become_subreaper()
             if on_spawn is not None:
                 on_spawn(child.pid)
             reason = _wait_child(child, start + launch.seconds, wake_r, stop,
                                  lambda: tree._alive(remember=True))
         except BaseException:
+            usage.stop_gpu()
             tree.kill(launch.grace)
             raise
         wall = time.monotonic() - start
+        usage.stop_gpu()  # its query is our child too: gone before the kill counts our children
         swept = 0
         if reason is None:
             status = "ok" if child.returncode == 0 else "crash"
@@ -207,25 +210,61 @@ class _Tree:
     def kill(self, grace: float) -> tuple[list[int], int]:
         """SIGTERM, wait up to grace, SIGKILL, wait briefly. Returns (survivors, processes signalled)."""
         signalled: set[int] = set()
-        if not self._wait_gone(signal.SIGTERM, grace, signalled):
+        if self._wait_gone(signal.SIGTERM, grace, signalled) is None:
             return [], len(signalled)
         alive = self._wait_gone(signal.SIGKILL, _KILL_WAIT_SECONDS, signalled)
-        return sorted(alive), len(signalled)
+        if alive is None:
+            return [], len(signalled)
+        # Unseen to the end (a fork chain outrunning the scans): name what is left of our children.
+        return sorted(alive or self._alive() or self._own_children()), len(signalled)
 
-    def _wait_gone(self, sig: int, timeout: float, signalled: set[int]) -> set[int]:
+    def _wait_gone(self, sig: int, timeout: float, signalled: set[int]) -> set[int] | None:
         """Send sig to every process of the run, including ones that appear meanwhile, until all
-        are gone or timeout passes. Returns those still alive."""
+        are gone (None) or timeout passes (those still alive, maybe none seen).
+
+        Gone means two scans in a row found nothing and no child of ours is left. One empty scan
+        proves little: /proc is listed before each process is read, so a process forked by one
+        that then exits (a link of a fork chain) can fall between the two. A live child, though,
+        the kernel reports exactly, and as a subreaper every orphan of the run is our child."""
         deadline = time.monotonic() + timeout
         sent: set[int] = set()
+        empty = 0
         while True:
             alive = self._alive()
             if fresh := alive - sent:
                 self._send(sig, fresh)
                 sent |= fresh
-            if not alive or time.monotonic() >= deadline:
+            empty = 0 if alive or self._children_left() else empty + 1
+            if empty == 2:
+                signalled |= sent
+                return None
+            if time.monotonic() >= deadline:
                 signalled |= sent
                 return alive
-            time.sleep(_POLL_SECONDS)
+            # scan again at once while something may hide; wait for the dying otherwise
+            time.sleep(_POLL_SECONDS if alive else 0.001)
+
+    def _children_left(self) -> bool:
+        """Whether a child of ours still lives (exited ones are reaped). Only for a tree whose
+        processes are our descendants; the main child is reaped through Popen, to keep its code."""
+        if self.child is None:
+            return False
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return False
+            if info is None:
+                return True
+            if info.si_pid == self.child.pid:
+                self.child.wait()
+            else:
+                with suppress(ChildProcessError):
+                    os.waitpid(info.si_pid, 0)
+
+    def _own_children(self) -> list[int]:
+        me = os.getpid()
+        return [pid for pid in _proc_pids() if (stat := _stat(pid)) is not None and stat[0] == me and not stat[2]]
 
     def _send(self, sig: int, pids: set[int]) -> None:
         # killpg also reaches group members forked since the scan. Only while the session has
@@ -307,6 +346,7 @@ class _Usage:
         self.maxrss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         self.peak_rss = 0  # bytes
         self.gpu: _GpuPoll | None = None
+        self.gpu_peak: object = _RUNNING
         self.result: tuple[int, float | None] | None = None
 
     def started(self, pid: int) -> None:
@@ -326,10 +366,16 @@ class _Usage:
         if self.gpu is not None:
             self.gpu.pids = frozenset(pids)
 
+    def stop_gpu(self) -> None:
+        """End the nvidia-smi polling (and any query in flight). Idempotent."""
+        if self.gpu is not None and self.gpu_peak is _RUNNING:
+            self.gpu_peak = self.gpu.stop()
+
     def finish(self) -> tuple[int, float | None]:
         """Stop the GPU thread; (peak RSS in bytes, peak GPU MiB or None). Idempotent."""
         if self.result is None:
-            peak_gpu = self.gpu.stop() if self.gpu is not None else None
+            self.stop_gpu()
+            peak_gpu = None if self.gpu is None else self.gpu_peak
             # A process that lived and died between two looks is seen only here: once reaped (by
             # us, or by a parent that we reaped in turn) its peak RSS is in RUSAGE_CHILDREN. Only
             # the single largest one is, so it is a floor, not a sum. nvidia-smi is reaped too;

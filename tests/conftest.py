@@ -92,7 +92,6 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-
 @pytest.fixture(scope="session")
 def torch_python() -> Path:
     """An interpreter with torch, as a host project's environment has it (built once; see stack_env)."""

@@ -129,8 +129,7 @@ def test_shim_whose_interpreter_is_gone_heals_through_the_source(project: Projec
     text = shim.read_text()
     assert f"AR_PYTHON = {sys.executable!r}" in text
     shim.write_text(text.replace(f"AR_PYTHON = {sys.executable!r}", "AR_PYTHON = '/gone/venv/bin/python'"))
-    env = clean_env()
-    env.pop("VIRTUAL_ENV", None)
+    env = {k: v for k, v in clean_env().items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
     done = subprocess.run([str(bare_python), ".autoresearch/ar.py", "status"], cwd=project.root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("expr exp:"), done.stderr
     assert "/gone/" not in shim.read_text() and "AR_PYTHON = '" in shim.read_text()

@@ -91,8 +91,7 @@ def test_fresh_clone_installs_and_runs_the_demo_without_local_wheels(clone: Path
     included), the demo needs no torch, and no executable is called `ar`."""
     python = find_python(version)
     venv = tmp_path / "venv"
-    env = {**clean_env(), "UV_PROJECT_ENVIRONMENT": str(venv)}
-    env.pop("VIRTUAL_ENV", None)
+    env = {**user_env(Path.home()), "UV_PROJECT_ENVIRONMENT": str(venv)}
     sync = subprocess.run(hidden_wheel_folders([UV, "sync", "--locked", "--quiet", "--python", python]), cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
     assert sync.returncode == 0, sync.stderr
@@ -104,6 +103,13 @@ def test_fresh_clone_installs_and_runs_the_demo_without_local_wheels(clone: Path
     assert "verdict ok/advance" in demo.stdout and "verdict crash/crash" in demo.stdout
     torch = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True)
     assert torch.returncode != 0, "the demo environment must not need torch"
+
+
+def user_env(home: Path) -> dict[str, str]:
+    """A user's shell: their own HOME, no virtualenv active, no uv settings of this test session."""
+    env = {k: v for k, v in clean_env().items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    env["HOME"] = str(home)
+    return env
 
 
 def shim_status(project: Path, env: dict[str, str], python: str = sys.executable) -> subprocess.CompletedProcess:
@@ -123,8 +129,7 @@ def init_args(slug: str = "exp") -> list[str]:
 def test_tool_install_names_only_autoresearch_and_the_shim_follows_a_reinstall(clone: Path, tmp_path: Path, bare_python: Path) -> None:
     """`uv tool install` puts one executable on PATH (never `ar`: binutils keeps it). When that
     install goes and another takes its place, the shim finds it on PATH and rewrites itself."""
-    env = {**clean_env(), "HOME": str(tmp_path / "home")}
-    env.pop("VIRTUAL_ENV", None)
+    env = user_env(tmp_path / "home")
 
     def tool_install(where: str) -> Path:
         paths = {"UV_TOOL_DIR": str(tmp_path / where / "tools"), "UV_TOOL_BIN_DIR": str(tmp_path / where / "bin")}
@@ -154,8 +159,7 @@ def test_tool_install_names_only_autoresearch_and_the_shim_follows_a_reinstall(c
 def test_shim_of_a_vanished_install_says_how_to_rewrite_it(clone: Path, tmp_path: Path, bare_python: Path) -> None:
     """A moved clone: nothing on PATH or in a plugin cache knows the new place, so the error names
     the command that rewrites the shim, and that command works."""
-    env = {**clean_env(), "HOME": str(tmp_path / "home")}
-    env.pop("VIRTUAL_ENV", None)
+    env = user_env(tmp_path / "home")
     env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep) if not os.path.exists(os.path.join(d, "autoresearch")))
     source = copy_tree(tmp_path / "old" / "autoresearch")
     venv_env = {**env, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "old" / "venv")}

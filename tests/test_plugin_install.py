@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from claude_harness import claude_env, install_claude
 
-from conftest import clean_env
-from test_install import UV, copy_tree, init_args, recorded_python, shim_status, tracked_files
+from test_install import UV, copy_tree, init_args, recorded_python, shim_status, tracked_files, user_env
 
 URL = "https://127.0.0.1/autoresearch.git"
 
@@ -62,8 +61,7 @@ def test_plugin_from_a_git_url_holds_only_tracked_files_and_runs(tmp_path: Path,
     assert not (installed / ".venv").exists() and not (installed / ".cache").exists()
 
     # the setup skill's call form, from a host project, then the shim the agent uses
-    env = {**clean_env(), "HOME": str(home)}
-    env.pop("VIRTUAL_ENV", None)
+    env = user_env(home)
     project = tmp_path / "project"
     project.mkdir()
     done = subprocess.run([UV, "run", "--quiet", "--no-dev", "--project", str(installed), "autoresearch", *init_args()],

@@ -235,3 +235,56 @@ def test_unkillable_process_is_reported_unclean(tmp_path: Path, pid_dir: Path) -
         assert result["exit_code"] is None
         assert psutil.Process(stuck).status() == psutil.STATUS_DISK_SLEEP
     assert_all_gone([stuck])
+
+
+# A daemon hopping through a fork chain: each link forks, the child calls setsid and records its
+# pid, the parent exits; SIGTERM ignored, no AR_* tag (an empty environment), a new link every few
+# ms. argv[2] == "exit": the main process exits 0 once the chain runs, else it sleeps forever.
+FORK_CHAIN = """
+import os, signal, sys, time
+out, mode = sys.argv[1], sys.argv[2]
+if os.fork() == 0:
+    os.environ.clear()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        open(os.path.join(out, str(os.getpid())), "w").close()
+        time.sleep(0.002)
+while len(os.listdir(out)) < 20:
+    time.sleep(0.005)
+if mode != "exit":
+    while True:
+        time.sleep(1)
+"""
+
+
+def assert_no_new_links(pid_dir: Path) -> None:
+    """The chain is dead: its last link is gone and no new one appears."""
+    links = sorted(int(name) for name in os.listdir(pid_dir))
+    time.sleep(0.3)
+    assert sorted(int(name) for name in os.listdir(pid_dir)) == links, "the chain is still forking"
+    assert_all_gone(links[-5:])
+
+
+@pytest.mark.parametrize("mode", ["exit", "timeout"])
+def test_a_fork_chain_that_ignores_sigterm_is_ended(tmp_path: Path, pid_dir: Path, mode: str) -> None:
+    chain = write_script(tmp_path, "chain.py", FORK_CHAIN)
+    result = supervise(tmp_path, spec(tmp_path, f"exec {PY} {chain} {pid_dir} {mode}", 1.5, 0.5))
+    assert result["status"] == ("ok" if mode == "exit" else "timeout"), result
+    assert result["survivors"] == []
+    assert_no_new_links(pid_dir)
+
+
+def test_a_daemon_made_in_the_first_instant_does_not_escape(tmp_path: Path, pid_dir: Path) -> None:
+    """A runner whose first act is an env-less, detached daemon: it must come back to the
+    supervisor (a subreaper before the child exists), not to init. Several tries, since on the
+    old order it escaped only when it won the race against the subreaper call."""
+    daemon = f"env -i setsid -f /bin/sh -c 'echo $$ > {pid_dir}/daemon.$$; trap \"\" TERM; exec sleep 300'"
+    for _ in range(6):
+        result = supervise(tmp_path, spec(tmp_path, f"{daemon}; sleep 0.3; exit 0", 20.0, 0.5))
+        assert result["status"] == "ok" and result["survivors"] == []
+    pids = [int(p.read_text()) for p in pid_dir.iterdir()]
+    assert len(pids) == 6
+    assert_all_gone(pids)
