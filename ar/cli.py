@@ -4,6 +4,7 @@ the agent calls `ar` every iteration)."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,13 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """autoresearch helper runtime: one command per ML experiment iteration."""
+
+def _finite(value: float | None) -> float | None:
+    """Every float flag: NaN or inf would make a limit or a comparison silently meaningless."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
 
 Expr = Annotated[Optional[str], typer.Option("--expr", help="Experiment slug (default: the current one).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -68,11 +76,11 @@ def session(
     seconds: Annotated[Optional[int], typer.Option(help="Time limit per run.")] = None,
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     plateau: Annotated[Optional[int], typer.Option(help="Stop after N scored runs without improvement.")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Stop once the best reaches this value.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Stop once the best reaches this value.", callback=_finite)] = None,
     unlimited: Annotated[bool, typer.Option("--unlimited", help="Clear max-runs, plateau and threshold.")] = False,
     max_failures: Annotated[Optional[int], typer.Option(help="Stop after N crashes/timeouts/invalids in a row.")] = None,
-    min_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this (absolute) to advance.")] = None,
-    min_rel_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this fraction of |best| to advance.")] = None,
+    min_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this (absolute) to advance.", callback=_finite)] = None,
+    min_rel_delta: Annotated[Optional[float], typer.Option(help="A gain must exceed this fraction of |best| to advance.", callback=_finite)] = None,
     chain_mode: Annotated[Optional[str], typer.Option(help="disabled, max_n or unlimited.")] = None,
     chain_max: Annotated[Optional[int], typer.Option(help="Follow-up experiments allowed with max_n.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="continue, revert-best, or fresh (wipes runs and best; needs --yes).")] = None,
@@ -93,7 +101,7 @@ def session(
 def run(
     expr: Expr = None,
     seconds: Annotated[Optional[int], typer.Option(help="Time limit for this run (default: the session's).")] = None,
-    wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).")] = None,
+    wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).", callback=_finite)] = None,
 ) -> int:
     """Run one iteration.
 
@@ -107,7 +115,7 @@ def run(
 @app.command()
 def wait(
     expr: Expr = None,
-    wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).")] = None,
+    wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).", callback=_finite)] = None,
 ) -> int:
     """Re-attach to the running iteration.
 
