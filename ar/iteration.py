@@ -28,6 +28,7 @@ from ar.record import apply_result
 from ar.repair import repair
 from ar.state import after_run, load_state
 from ar.termination import progress, terminated_by, with_chain
+from ar.text import printable
 from ar.verdict import decide, gain, noise_floor
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -163,7 +164,7 @@ def finalize(
         "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked), *MEASURED]),
         "metric_source": extraction.source,
         "constraints": checked,
-        "reason": reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction),
+        "reason": _printable(reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction)),
         "note": read_run_note(_text(run.train_py)),
         "exit_code": outcome.exit_code,
         "train_py": "kept" if advanced else f"restored from {best['run_id'] if best else 'baseline'}",
@@ -180,6 +181,10 @@ def finalize(
     crash_point("after_result")
     apply_result(paths, result)
     return result
+
+
+def _printable(text: str | None) -> str | None:
+    return None if text is None else printable(text)
 
 
 def exit_reason(code: int | None) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ar.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, as_typed
 from ar.layout import ExperimentPaths
-from ar.tailback import clip
+from ar.text import clip
 
 NOTE_CHARS = 60
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import re
 
+from ar.text import printable
+
 NOTE_MAX = 200
 
 _ASSIGNMENT = re.compile(r"^RUN_NOTE[ \t]*(?::|=(?!=))", re.MULTILINE)  # module level: column 0
@@ -18,7 +20,7 @@ def read_run_note(source: str) -> str:
         except Exception:  # the statement itself is broken beyond tokenizing: show what follows the `=`
             value = source[match.start() :].split("\n", 1)[0].partition("=")[2]
         if value is not None:
-            return " ".join(value.split())[:NOTE_MAX].rstrip()
+            return " ".join(printable(value).split())[:NOTE_MAX].rstrip()
     return ""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ar.text import clip, printable
+
 MAX_LINES = 100
 MAX_LINE_CHARS = 240
 TAIL_BYTES = 256 << 10  # only the end of the log is read, however long the log is
@@ -11,11 +13,6 @@ TAIL_BYTES = 256 << 10  # only the end of the log is read, however long the log 
 _HEADER = "Traceback (most recent call last):"
 # torchrun prints this wrapper traceback after the workers' own: the cause is in the one before it.
 _LAUNCHER_ERROR = "ChildFailedError"
-
-
-def clip(text: str, chars: int) -> str:
-    """At most `chars` characters; a cut is marked with an ellipsis."""
-    return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
 def tail_bytes(path: Path, size: int) -> tuple[int, bytes]:
@@ -55,7 +52,7 @@ def log_tail(path: Path, lines: int = 30) -> list[str]:
 
 def _as_shown(line: str) -> str:
     # A progress bar redraws its line with \r: a terminal shows only the last drawing.
-    return line.rstrip().rpartition("\r")[2].rstrip()
+    return printable(line.rstrip().rpartition("\r")[2].rstrip())
 
 
 def _last_traceback(rows: list[str]) -> list[str] | None:

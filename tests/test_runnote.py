@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import Project
+
 from ar.runnote import NOTE_MAX, read_run_note
 
 
@@ -62,3 +64,26 @@ def test_long_note_is_capped(tmp_path: Path) -> None:
     note = note_of(tmp_path, f'RUN_NOTE = "{"n" * 1000}"\n')
     assert note == "n" * NOTE_MAX
     assert len(note_of(tmp_path, f"RUN_NOTE = some_call({'x, ' * 500})\n")) <= NOTE_MAX
+
+
+CONTROLS = "\x1b[31mred\x1b[0m \x07bell \x00nul back\x08space del\x7f c1\x9b"
+
+
+def no_controls(text: str) -> bool:
+    return not any(ord(ch) < 32 and ch != "\n" or 0x7F <= ord(ch) < 0xA0 for ch in text)
+
+
+def test_control_characters_never_reach_output_or_records(project: Project) -> None:
+    """RUN_NOTE and the log are the training's text: escapes, BEL, NUL, backspace and DEL in them
+    are shown as visible \\xNN everywhere ar prints or records them."""
+    body = f"RUN_NOTE = {CONTROLS!r}\nimport sys\nprint({CONTROLS!r}, file=sys.stderr)\nraise SystemExit('boom \\x1b]0;title\\x07')\n"
+    project.train_py.write_text(body)
+    run = project.ar("run")
+    assert run.returncode == 0, run.stderr
+    outputs = [run.stdout, project.ar("status", "--last", "3").stdout, project.ar("report").stdout,
+               project.ar("tail").stdout, (project.expr / "results.tsv").read_text().replace("\t", " ")]  # tabs: the separators
+    for text in outputs:
+        assert no_controls(text), repr(text)
+    assert "\\x1b[31mred" in run.stdout and "\\x07bell" in outputs[-1]
+    result = project.result("r0001")
+    assert no_controls(result["note"]) and no_controls(result["reason"] or "")

@@ -16,7 +16,7 @@ from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
 from ar.layout import ExperimentPaths
 from ar.lines import number
-from ar.tailback import clip
+from ar.text import clip
 from ar.settings import load_session
 from ar.state import FAILURE_STATUSES, load_state
 from ar.termination import terminated_by, with_chain

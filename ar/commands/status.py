@@ -15,7 +15,7 @@ from ar.experiments import resolve_experiment
 from ar.repair import repair
 from ar.layout import ExperimentPaths
 from ar.lock import IterationLock
-from ar.tailback import clip
+from ar.text import clip
 from ar.settings import load_session
 from ar.state import load_state
 from ar.termination import progress, terminated_by, with_chain
