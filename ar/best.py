@@ -5,6 +5,8 @@ Ground truth is best.json + runs/<best_id>/train.py; before any best, the baseli
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from ar.durable import read_json, write_bytes_atomic, write_json_atomic
@@ -45,20 +47,34 @@ def restore_source(paths: ExperimentPaths, best: dict | None) -> Path:
     return paths.run(best["run_id"]).train_py if best else paths.baseline_py
 
 
+TRAIN_PY_MAX_BYTES = 4 << 20  # a training script, not data: bounds every snapshot and comparison
+
+
+def train_py_bytes(path: Path) -> bytes | None:
+    """The content of a regular train.py of sane size; None for anything else, which is never
+    read (a symlink to /dev/zero, a FIFO, a directory)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > TRAIN_PY_MAX_BYTES:
+        return None
+    return path.read_bytes()
+
+
 def restore_train_py(paths: ExperimentPaths, best: dict | None) -> bool:
     """Put the best (or baseline) train.py back; True when it had to change."""
     wanted = restore_source(paths, best).read_bytes()
-    try:
-        if paths.train_py.read_bytes() == wanted:
-            return False
-    except FileNotFoundError:
-        pass
-    write_bytes_atomic(paths.train_py, wanted)
+    if train_py_bytes(paths.train_py) == wanted:
+        return False
+    if paths.train_py.is_dir() and not paths.train_py.is_symlink():
+        raise ArError(f"{paths.relative(paths.train_py)} is a directory", "move it away; train.py is then restored")
+    write_bytes_atomic(paths.train_py, wanted)  # the rename replaces a symlink or FIFO itself
     return True
 
 
 def train_py_in_sync(paths: ExperimentPaths, best: dict | None) -> bool:
     try:
-        return paths.train_py.read_bytes() == restore_source(paths, best).read_bytes()
+        return train_py_bytes(paths.train_py) == restore_source(paths, best).read_bytes()
     except FileNotFoundError:
         return False

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import time
 
 from ar import chain, launch, lines, supervisor
 from ar.active import busy_error
-from ar.best import best_value, load_best
+from ar.best import TRAIN_PY_MAX_BYTES, best_value, load_best
 from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
 from ar.durable import read_json, sha256_file, write_json_atomic
@@ -75,6 +76,7 @@ def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int
 def preflight(paths: ExperimentPaths, session: Session) -> None:
     """Refuse a run the loop must not make: processes left over, frozen files edited, loop over."""
     check_unclean(paths)
+    check_train_py(paths)
     for name, digest in session.experiment.protected.items():
         path = paths.dir / name
         if not path.exists() or sha256_file(path) != digest:
@@ -97,6 +99,22 @@ _TERMINATED_HINTS = {
     "consecutive_failures": "fix the environment (see `ar tail`), then `ar session --max-failures N` to continue",
     "chain_budget": "the chain is complete (no follow-up experiment left); raise a limit with `ar session` to go on with this one",
 }
+
+
+def check_train_py(paths: ExperimentPaths) -> None:
+    """Only a regular file of sane size is snapshotted (a symlink to /dev/zero would fill the disk)."""
+    name = paths.relative(paths.train_py)
+    fix = "put the training script back as a regular file; `ar session --resume revert-best` restores the best one"
+    try:
+        info = os.lstat(paths.train_py)
+    except FileNotFoundError:
+        raise ArError(f"{name} is missing", fix) from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "symlink" if stat.S_ISLNK(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode) else "special file"
+        raise ArError(f"{name} is a {kind}, not a regular file", fix)
+    if info.st_size > TRAIN_PY_MAX_BYTES:
+        raise ArError(f"{name} is {info.st_size / (1 << 20):.1f} MiB (the limit is {TRAIN_PY_MAX_BYTES >> 20} MiB)",
+                      "keep data and weights out of train.py: load them from files")
 
 
 def check_unclean(paths: ExperimentPaths) -> None:

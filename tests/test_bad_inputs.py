@@ -7,6 +7,7 @@ traceback, and an input it refuses leaves nothing behind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -366,3 +367,25 @@ def test_non_finite_numbers_are_refused(project: Project, args: list[str]) -> No
     assert_one_line_error(project.ar(*args), args[1], "is not a finite number", code=2)
     assert (project.expr / ".ar-session.json").read_bytes() == before
     assert not list((project.expr / "runs").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["symlink to /dev/zero", "directory", "fifo", "5 MiB", "missing"])
+def test_train_py_that_is_not_a_sane_regular_file_is_refused(project: Project, kind: str) -> None:
+    train = project.train_py
+    train.unlink()
+    if kind == "symlink to /dev/zero":
+        train.symlink_to("/dev/zero")
+    elif kind == "directory":
+        train.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(train)
+    elif kind == "5 MiB":
+        train.write_text("RUN_NOTE = 'big'\n" + "#" * (5 << 20))
+    words = {"symlink to /dev/zero": "is a symlink", "directory": "is a directory", "fifo": "is a special file",
+             "5 MiB": "5.0 MiB", "missing": "is missing"}[kind]
+    assert_one_line_error(project.ar("run", timeout=20), "train.py", words)
+    assert not list((project.expr / "runs").iterdir()) and project.rows() == []
+    assert project.ar("status", timeout=20).returncode == 0  # never reads it
+    if kind != "directory":
+        assert project.ar("session", "--resume", "revert-best", timeout=20).returncode == 0
+        assert train.read_bytes() == (project.expr / "train.py.baseline").read_bytes()
