@@ -31,10 +31,11 @@ def root(
 ) -> None:
     """autoresearch helper runtime: one command per ML experiment iteration."""
 
-def _finite(value: float | None) -> float | None:
+def _finite(param: typer.CallbackParam, value: Optional[float]) -> Optional[float]:
     """Every float flag: NaN or inf would make a limit or a comparison silently meaningless."""
     if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
+        flag = param.opts[0] if param.opts else param.name
+        raise ArError(f"{flag} {value} is not a finite number", f"give {flag} a number such as 0.5")
     return value
 
 
