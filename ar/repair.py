@@ -13,10 +13,12 @@ from ar.durable import read_json, read_json_or_none, remove_temp_files
 from ar.layout import ExperimentPaths, format_run_id, parse_run_id
 from ar.record import apply_result
 from ar.state import LoopState, after_run, rebuild_state, save_state, stored_state
+from ar.wipe import finish_wipe
 
 
 def repair(paths: ExperimentPaths) -> None:
     """Caller holds the iteration lock."""
+    finish_wipe(paths)
     remove_temp_files(paths.dir)
     paths.active.unlink(missing_ok=True)
     if not paths.results.exists():

@@ -577,3 +577,22 @@ def test_session_resume_fresh_and_revert_best(project: Project):
     lines = run_ok(project)
     assert lines[0].startswith("launched r0001") and "ok/advance" in lines[2]
     check_invariants(project)
+
+
+@pytest.mark.parametrize("point", ["wipe_after_best.json", "wipe_after_best_ckpt", "wipe_after_runs", "wipe_after_results.tsv"])
+def test_a_wipe_killed_midway_is_finished_by_the_next_command(project: Project, point: str):
+    """`--resume fresh --yes` is all or nothing: killed anywhere after it began, the next command
+    completes it; no half-wiped experiment (a best rebuilt without its checkpoint, train.py left at
+    the baseline under a best) is ever seen."""
+    project.write_train("import os\nopen(os.path.join(os.environ['AR_CKPT_DIR'], 'w.pt'), 'w').write('w')\n" + printing("1.0"), note="one")
+    run_ok(project)
+    assert project.best()["checkpoint"]
+    killed = project.ar("session", "--resume", "fresh", "--yes", env=clean_env(AR_CRASH_AT=point))
+    assert killed.returncode == -signal.SIGKILL
+    status = json.loads(project.ar("status", "--json", check=True).stdout)
+    assert status["runs"] == 0 and project.best() is None
+    assert (project.expr / "results.tsv").read_text() == HEADER + "\n"
+    assert not list((project.expr / "runs").iterdir()) and not (project.expr / "best_ckpt").exists()
+    assert project.train_py.read_bytes() == (project.expr / "train.py.baseline").read_bytes()
+    assert not (project.expr / ".ar-wipe").exists() and not (project.expr / ".ar-wipe-trash").exists()
+    check_invariants(project)

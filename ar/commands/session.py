@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import orjson
 
-from ar import results_log
 from ar.best import load_best, restore_train_py
 from ar.errors import ArError
 from ar.experiments import resolve_experiment
@@ -16,7 +14,8 @@ from ar.repair import repair
 from ar.layout import ExperimentPaths
 from ar.lock import IterationLock
 from ar.settings import CHAIN_MODES, MAX_SECONDS, RESUME_MODES, Session, load_session, save_session
-from ar.state import LoopState, load_state, save_state
+from ar.state import load_state, save_state
+from ar.wipe import wipe
 
 
 def session_command(expr: str | None, as_json: bool, **flags) -> int:
@@ -88,27 +87,13 @@ def _resume(paths: ExperimentPaths, mode: str) -> None:
             raise busy_error(paths)
         repair(paths)
         if mode == "fresh":
-            _wipe(paths)
+            wipe(paths)
             return
         if mode == "revert-best":
             restore_train_py(paths, load_best(paths))
         state = load_state(paths)
         if state.manual_stop:
             save_state(paths, state._replace(manual_stop=False))
-
-
-def _wipe(paths: ExperimentPaths) -> None:
-    # best.json goes first, so nothing points into runs/ while they go; a kill midway leaves a
-    # consistent but half-wiped experiment, and running the command again finishes the job.
-    paths.best.unlink(missing_ok=True)
-    for directory in (paths.best_ckpt, paths.best_ckpt_staging, paths.best_ckpt_previous):
-        shutil.rmtree(directory, ignore_errors=True)
-    restore_train_py(paths, None)
-    shutil.rmtree(paths.runs, ignore_errors=True)
-    paths.runs.mkdir()
-    paths.results.unlink(missing_ok=True)
-    results_log.create(paths.results)
-    save_state(paths, LoopState())
 
 
 def describe(session: Session) -> list[str]:
