@@ -6,13 +6,17 @@ looks only at the run after the last recorded one.
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+
 from ar import results_log
 from ar.best import promote_best
 from ar.checkpoints import best_pointer, settle
-from ar.durable import read_json, read_json_or_none, remove_temp_files
-from ar.layout import ExperimentPaths, format_run_id, parse_run_id
+from ar.durable import read_json, read_json_or_none, remove_temp_files, write_bytes_atomic
+from ar.layout import ExperimentPaths, format_run_id
 from ar.record import apply_result
-from ar.state import LoopState, after_run, rebuild_state, save_state, stored_state
+from ar.state import LoopState, after_run, rebuild_state, results_size, save_state, stored_state
 from ar.wipe import finish_wipe
 
 
@@ -21,9 +25,8 @@ def repair(paths: ExperimentPaths) -> None:
     finish_wipe(paths)
     remove_temp_files(paths.dir)
     paths.active.unlink(missing_ok=True)
-    if not paths.results.exists():
-        results_log.create(paths.results)
-    results_log.drop_partial_row(paths.results)
+    if paths.results.exists():
+        results_log.drop_partial_row(paths.results)
     state = _state_matching_results(paths)
     _restore_lost_rows(paths, state)
     _restore_lost_best(paths, state)
@@ -48,15 +51,55 @@ def repair(paths: ExperimentPaths) -> None:
 
 def _state_matching_results(paths: ExperimentPaths) -> LoopState:
     state = stored_state(paths)
-    last = results_log.tail_rows(paths.results, 1)
-    last_run = parse_run_id(last[0]["run_id"]) if last else 0
-    if state is not None and last_run == state.last_run + 1:
-        row = last[0]  # killed between appending the row and saving the counters
-        state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
-        save_state(paths, state)
-    elif state is None or last_run > state.last_run:
-        state = rebuild_state(paths)  # lost, damaged or stale: derive it again from results.tsv
-        save_state(paths, state)
+    size = results_size(paths)
+    last = results_log.tail_lines(paths.results, 1)
+    last_run = results_log.run_number(last[0].split("\t", 1)[0]) if last else 0
+    if state is not None and state.results_bytes == size and last_run == state.last_run:
+        return state  # the usual case: a stat and the log's last line agree with the counters
+    if state is not None and state.results_bytes is not None and last and size == state.results_bytes + len(last[0].encode()) + 1:
+        row = results_log.parse_row(last[0])
+        if results_log.run_number(row["run_id"]) == state.last_run + 1:
+            # killed between appending the row and saving the counters
+            state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
+            save_state(paths, state)
+            return state
+    return _rebuild_from_runs(paths, state)
+
+
+def _rebuild_from_runs(paths: ExperimentPaths, stored: LoopState | None) -> LoopState:
+    """results.tsv no longer matches the counters: lost counters, or a log edited by hand (a
+    garbage line, a row deleted, counters ahead of the rows). The runs' result.json files are
+    the journal: the log is rebuilt from them, and a log that differed is set aside, named."""
+    kept: dict[int, str] = {}  # parseable rows of runs without a result.json stay as they are
+    for line in results_log.data_lines(paths.results):
+        number = results_log.run_number(line.split("\t", 1)[0])
+        if number is not None:
+            kept[number] = line
+    results = {}
+    if paths.runs.is_dir():
+        for entry in os.scandir(paths.runs):
+            number = results_log.run_number(entry.name)
+            result = read_json_or_none(paths.run(entry.name).result) if number is not None else None
+            if isinstance(result, dict) and result.get("run_id") == entry.name:
+                results[number] = result
+    last = max(kept, default=0)
+    if stored is not None and stored.last_run in results:
+        last = max(last, stored.last_run)  # a damaged last row: the counters know the run was recorded
+    rows = [results_log.format_row(results[n]) if n in results else kept[n] for n in sorted({*kept, *results}) if n <= last]
+    text = "\n".join([results_log.HEADER, *rows]) + "\n"
+    name = paths.relative(paths.results)
+    if not paths.results.exists():
+        write_bytes_atomic(paths.results, text.encode())
+        if rows:
+            print(f"ar: {name} was missing; rebuilt it from the runs' result.json", file=sys.stderr)
+    elif paths.results.read_bytes() != text.encode():
+        aside = paths.results.with_name(f"{paths.results.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.rename(paths.results, aside)
+        write_bytes_atomic(paths.results, text.encode())
+        print(f"ar: {name} did not match the runs' result.json; rebuilt it from them "
+              f"(the old one is {paths.relative(aside)})", file=sys.stderr)
+    state = rebuild_state(paths)._replace(manual_stop=bool(stored and stored.manual_stop))
+    save_state(paths, state)
     return state
 
 
@@ -64,10 +107,14 @@ def _restore_lost_rows(paths: ExperimentPaths, state: LoopState) -> None:
     """Rows the counters include but results.tsv lost (a torn last row, cut by drop_partial_row):
     appended again from their result.json. Nothing to do in the normal case."""
     last = results_log.tail_rows(paths.results, 1)
-    for number in range((parse_run_id(last[0]["run_id"]) if last else 0) + 1, state.last_run + 1):
+    appended = False
+    for number in range(((results_log.run_number(last[0]["run_id"]) or 0) if last else 0) + 1, state.last_run + 1):
         result = read_json_or_none(paths.run(format_run_id(number)).result)
         if isinstance(result, dict):
             results_log.append_row(paths.results, result)
+            appended = True
+    if appended:
+        save_state(paths, state)  # sealed again with the log's new size
 
 
 def _restore_lost_best(paths: ExperimentPaths, state: LoopState) -> None:

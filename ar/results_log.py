@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ar.durable import append_line
+from ar.layout import RUN_ID_RE
 
 COLUMNS = ("run_id", "started_at", "wall_s", "status", "verdict", "metric", "value", "valid", "improved", "note")
 HEADER = "\t".join(COLUMNS)
@@ -103,7 +104,14 @@ def tail_rows(path: Path, n: int) -> list[dict]:
     return [parse_row(line) for line in tail_lines(path, n)]
 
 
-def iter_rows(path: Path) -> Iterator[dict]:
+def run_number(run_id: str) -> int | None:
+    """The number of a run id (r0042 -> 42); None for anything else (a damaged row)."""
+    match = RUN_ID_RE.fullmatch(run_id)
+    return int(match.group(1)) if match else None
+
+
+def data_lines(path: Path) -> Iterator[str]:
+    """Every line but the header, without its newline."""
     try:
         f = open(path, encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -111,4 +119,12 @@ def iter_rows(path: Path) -> Iterator[dict]:
     with f:
         for line in f:
             if line.strip() and not line.startswith("run_id\t"):
-                yield parse_row(line)
+                yield line.rstrip("\n")
+
+
+def iter_rows(path: Path) -> Iterator[dict]:
+    """Rows of runs; a line that is not one (edited by hand) is skipped."""
+    for line in data_lines(path):
+        row = parse_row(line)
+        if run_number(row["run_id"]) is not None and "verdict" in row:
+            yield row

@@ -24,6 +24,9 @@ class LoopState(NamedTuple):
     consecutive_failures: int = 0
     manual_stop: bool = False  # set by an interrupted run, cleared by `ar session --resume`
     baseline: dict | None = None  # {"run_id", "value"} of the first run that advanced
+    # Size of results.tsv when these counters were saved: a different size means the log was
+    # edited (or a row appended since), and repair checks it against the runs' result.json.
+    results_bytes: int | None = None
 
     def counters(self, best_value: float | None) -> Counters:
         return Counters(self.runs, self.scored_since_best, self.consecutive_failures, best_value, self.manual_stop)
@@ -69,11 +72,21 @@ def stored_state(paths: ExperimentPaths) -> LoopState | None:
         return None
     if not isinstance(state.manual_stop, bool) or not isinstance(state.baseline, (dict, type(None))):
         return None
+    if state.results_bytes is not None and type(state.results_bytes) is not int:
+        return None
     return state
 
 
 def save_state(paths: ExperimentPaths, state: LoopState) -> None:
-    write_json_atomic(paths.state, state._asdict())
+    """Saved only when results.tsv holds exactly the rows counted: it is sealed with its size."""
+    write_json_atomic(paths.state, state._replace(results_bytes=results_size(paths))._asdict())
+
+
+def results_size(paths: ExperimentPaths) -> int | None:
+    try:
+        return paths.results.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def rebuild_state(paths: ExperimentPaths) -> LoopState:

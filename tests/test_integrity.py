@@ -596,3 +596,59 @@ def test_a_wipe_killed_midway_is_finished_by_the_next_command(project: Project, 
     assert project.train_py.read_bytes() == (project.expr / "train.py.baseline").read_bytes()
     assert not (project.expr / ".ar-wipe").exists() and not (project.expr / ".ar-wipe-trash").exists()
     check_invariants(project)
+
+
+def _five_runs(project: Project) -> str:
+    for i, value in enumerate(["5", "4", "6", "3", "7"]):
+        project.write_train(printing(value), note=f"run {i + 1}")
+        run_ok(project)
+    return (project.expr / "results.tsv").read_text()
+
+
+def _garbage_in_the_middle(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    return "".join([*lines[:3], "garbage line\n", *lines[3:]])
+
+
+def _garbage_at_the_end(text: str) -> str:
+    return text + "garbage line\n"
+
+
+def _row_deleted(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[:2] + lines[3:])  # r0002 gone
+
+
+@pytest.mark.parametrize("damage", [_garbage_in_the_middle, _garbage_at_the_end, _row_deleted, None])
+def test_a_hand_damaged_log_is_rebuilt_from_the_runs(project: Project, damage):
+    """results.tsv is derived; the runs' result.json are the journal. A log edited by hand (or
+    counters ahead of it: damage None) is rebuilt from them, and the old file is set aside, named."""
+    good = _five_runs(project)
+    results = project.expr / "results.tsv"
+    if damage is None:
+        state = json.loads((project.expr / ".ar-state.json").read_text())
+        state.update(last_run=10, runs=11)
+        (project.expr / ".ar-state.json").write_text(json.dumps(state))
+    else:
+        results.write_text(damage(good))
+    status = project.ar("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["runs"] == 5
+    assert results.read_text() == good
+    if damage is not None:
+        (aside,) = project.expr.glob("results.tsv.damaged-*")
+        assert aside.read_text() == damage(good)
+        assert status.stderr.count("\n") == 1 and aside.name in status.stderr and "rebuilt" in status.stderr
+    assert project.ar("status").stderr == ""  # once
+    project.write_train(printing("2"), note="after")
+    assert run_ok(project)[0].startswith("launched r0006")
+    assert [row[0] for row in project.rows()] == [f"r000{i}" for i in range(1, 7)]
+    check_invariants(project)
+
+
+def test_a_lost_log_is_rebuilt_from_the_runs(project: Project):
+    good = _five_runs(project)
+    (project.expr / "results.tsv").unlink()
+    status = project.ar("status")
+    assert status.returncode == 0 and "was missing; rebuilt" in status.stderr
+    assert (project.expr / "results.tsv").read_text() == good
