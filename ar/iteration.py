@@ -13,7 +13,7 @@ import stat
 import time
 
 from ar import chain, launch, lines, supervisor
-from ar.active import busy_error
+from ar.active import busy_error, record_owner
 from ar.best import TRAIN_PY_MAX_BYTES, best_value, load_best
 from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
@@ -60,7 +60,7 @@ def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int
     started = time.time()
 
     def launched(pid: int) -> None:  # runs while the training starts up, off its critical path
-        write_json_atomic(paths.active, {"run_id": run.run_id, "pid": os.getpid(), "started_at": utc_time(started), "seconds": budget})
+        record_owner(paths, run.run_id, pid=os.getpid(), started_at=utc_time(started), seconds=budget)
         channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py))))
         crash_point("after_spawn")
 
@@ -139,6 +139,7 @@ def start_run(paths: ExperimentPaths) -> RunPaths:
     while paths.run(format_run_id(number)).dir.exists():  # never reuse an id, whatever state says
         number += 1
     run = paths.run(format_run_id(number))
+    record_owner(paths, run.run_id)  # before the run exists: a run directory always has an owner on record
     paths.runs.mkdir(exist_ok=True)
     run.dir.mkdir()
     shutil.copyfile(paths.train_py, run.train_py)

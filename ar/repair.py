@@ -11,6 +11,7 @@ import sys
 import time
 
 from ar import results_log
+from ar.active import busy_error, live_owner
 from ar.best import promote_best
 from ar.checkpoints import best_pointer, settle
 from ar.durable import read_json, read_json_or_none, remove_temp_files, write_bytes_atomic
@@ -22,6 +23,8 @@ from ar.wipe import finish_wipe
 
 def repair(paths: ExperimentPaths) -> None:
     """Caller holds the iteration lock."""
+    if live_owner(paths):  # the lock file was deleted under a live run: never treat it as dead
+        raise busy_error(paths)
     finish_wipe(paths)
     remove_temp_files(paths.dir)
     paths.active.unlink(missing_ok=True)
@@ -37,6 +40,9 @@ def repair(paths: ExperimentPaths) -> None:
     remove_temp_files(pending.dir)  # a kill mid-write of result.json leaves its temp file here
     if pending.result.exists():
         apply_result(paths, read_json(pending.result, f"delete {paths.relative(pending.result)} and run `ar status` again"))
+        return
+    if not pending.train_py.exists():
+        _set_aside_stray(paths, pending)
         return
     # The run's owner died before judging it: end what is left of it and record it as a crash.
     from ar import launch
@@ -129,3 +135,12 @@ def _restore_lost_best(paths: ExperimentPaths, state: LoopState) -> None:
     result = read_json_or_none(paths.run(best_id).result) if best_id else None
     if isinstance(result, dict) and result.get("verdict") == "advance":
         promote_best(paths, result, best_pointer(paths, best_id))
+
+
+def _set_aside_stray(paths: ExperimentPaths, pending) -> None:
+    """A run directory no run made (no train.py snapshot: created by hand, or a kill before the
+    snapshot): not a run that died, so nothing is judged or restored; its id is freed."""
+    aside = paths.dir / f".ar-stray-{pending.run_id}-{time.strftime('%Y%m%dT%H%M%S')}"
+    os.rename(pending.dir, aside)
+    print(f"ar: {paths.relative(pending.dir)} had no train.py snapshot, so no run made it; moved it to {paths.relative(aside)}",
+          file=sys.stderr)

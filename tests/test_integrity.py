@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, clean_env, printing
+from processes import wait_until
 
 HEADER = "run_id\tstarted_at\twall_s\tstatus\tverdict\tmetric\tvalue\tvalid\timproved\tnote"
 FAILURES = {"crash", "timeout", "invalid", "unclean"}
@@ -652,3 +653,35 @@ def test_a_lost_log_is_rebuilt_from_the_runs(project: Project):
     status = project.ar("status")
     assert status.returncode == 0 and "was missing; rebuilt" in status.stderr
     assert (project.expr / "results.tsv").read_text() == good
+
+
+def test_a_live_run_is_recognised_without_its_lock_file(project: Project):
+    """.ar-lock deleted during a run: the next `ar run` sees the live owner in .ar-active.json
+    (pid and start time), refuses, and never kills the run or judges it as dead."""
+    project.write_train(printing("1.0"), note="base")
+    run_ok(project)
+    project.write_train("import time\ntime.sleep(2.5)\n" + printing("0.5"), note="slow")
+    started = project.ar("run", "--wait", "0.5")
+    assert started.returncode == 3, started.stdout + started.stderr
+    (project.expr / ".ar-lock").unlink()
+    project.write_train(printing("0.1"), note="the agent's next edit")
+    second = project.ar("run")
+    assert second.returncode == 5 and "r0002" in one_line(second.stderr), second
+    result = project.expr / "runs" / "r0002" / "result.json"
+    assert wait_until(result.exists, 30)
+    assert project.result("r0002")["status"] == "ok" and project.result("r0002")["verdict"] == "advance"
+    assert not (project.expr / "runs" / "r0003").exists()
+    assert project.ar("status").returncode == 0 and [row[0] for row in project.rows()] == ["r0001", "r0002"]
+
+
+def test_a_stray_run_directory_is_not_a_run_that_died(project: Project):
+    project.write_train(printing("1.0"), note="base")
+    run_ok(project)
+    project.write_train(printing("0.5"), note="edit")
+    (project.expr / "runs" / "r0002").mkdir()
+    done = project.ar("run")
+    assert done.returncode == 0, done.stderr
+    assert "r0002 had no train.py snapshot" in done.stderr and ".ar-stray-r0002-" in done.stderr
+    assert [row[0] for row in project.rows()] == ["r0001", "r0002"]
+    assert project.result("r0002")["note"] == "edit" and project.best()["run_id"] == "r0002"
+    check_invariants(project)
