@@ -75,13 +75,15 @@ def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int,
         seconds=seconds,
         grace=grace_seconds(command),
         tag=("AR_RUN_DIR", env["AR_RUN_DIR"]),
+        process_log=run.process_log,
     )
     return run_watched(launch, on_spawn)
 
 
 def abandoned_outcome(run: RunPaths):
-    """The outcome of a run whose supervisor died: its leftover processes are ended first."""
-    from ar.watchdog import Outcome, end_tagged
+    """The outcome of a run whose supervisor died: its leftover processes are ended first,
+    found by their tag and by the record of processes its supervisor kept."""
+    from ar.watchdog import Outcome, end_abandoned
 
-    survivors = end_tagged(("AR_RUN_DIR", str(run.dir.resolve())), grace=5)
+    survivors = end_abandoned(("AR_RUN_DIR", str(run.dir.resolve())), run.process_log, grace=5)
     return Outcome(status="unclean" if survivors else "crash", exit_code=None, wall_seconds=0.0, survivors=survivors, swept=0)

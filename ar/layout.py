@@ -76,6 +76,10 @@ class RunPaths(NamedTuple):
     def ckpt_dir(self) -> Path:
         return self.dir / "ckpt"  # AR_CKPT_DIR: where train.py saves its checkpoint
 
+    @property
+    def process_log(self) -> Path:
+        return self.dir / ".ar-processes"  # "pid start" of every process of the run the supervisor saw
+
 
 class ExperimentPaths:
     """Files of one experiment, .autoresearch/<slug>/."""

@@ -46,6 +46,9 @@ class Launch(NamedTuple):
     seconds: float  # time limit from spawn
     grace: float  # seconds between SIGTERM and SIGKILL
     tag: tuple[str, str]  # (name, value) present in env; marks this run's processes
+    # Appended with "pid start" of each process of the run as it is first seen, so that whoever
+    # cleans up after a supervisor that was killed can find processes the tag misses.
+    process_log: Path | None = None
 
 
 class Outcome(NamedTuple):
@@ -86,11 +89,27 @@ def still_alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if (stat := _stat(pid)) is not None and not stat[2]]
 
 
-def end_tagged(tag: tuple[str, str], grace: float) -> list[int]:
-    """Kill every process carrying the tag: what is left of a run whose supervisor died.
+def end_abandoned(tag: tuple[str, str], process_log: Path | None, grace: float) -> list[int]:
+    """Kill what is left of a run whose supervisor died: every process carrying the tag, every
+    process its supervisor recorded (same pid and start time), and their descendants.
     Returns the pids that survived SIGKILL."""
-    survivors, _ = _Tree(None, _tag_entry(tag)).kill(grace)
+    survivors, _ = _Tree(None, _tag_entry(tag), recorded=read_process_log(process_log)).kill(grace)
     return survivors
+
+
+def read_process_log(path: Path | None) -> set[tuple[int, int]]:
+    recorded: set[tuple[int, int]] = set()
+    if path is None:
+        return recorded
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return recorded
+    for line in data.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+            recorded.add((int(fields[0]), int(fields[1])))
+    return recorded
 
 
 def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -> Outcome:
@@ -120,27 +139,30 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
             )
-        # Every look at the run's processes, the samples and the final kill's alike, measures them.
-        tree = _Tree(child, _tag_entry(launch.tag), observe=usage.observe)
+        # Every look at the run's processes, the samples and the final kill's alike, measures them
+        # and records the new ones.
+        tree = _Tree(child, _tag_entry(launch.tag), observe=usage.observe, process_log=launch.process_log)
         try:
             usage.started(child.pid)
             if on_spawn is not None:
                 on_spawn(child.pid)
             reason = _wait_child(child, start + launch.seconds, wake_r, stop,
                                  lambda: tree._alive(remember=True))
+            wall = time.monotonic() - start
+            usage.stop_gpu()  # its query is our child too: gone before the kill counts our children
+            swept = 0
+            if reason is None:
+                status = "ok" if child.returncode == 0 else "crash"
+                survivors, swept = tree.kill(min(launch.grace, _SWEEP_GRACE_MAX))
+            else:
+                status = reason
+                survivors, _ = tree.kill(launch.grace)
         except BaseException:
             usage.stop_gpu()
             tree.kill(launch.grace)
             raise
-        wall = time.monotonic() - start
-        usage.stop_gpu()  # its query is our child too: gone before the kill counts our children
-        swept = 0
-        if reason is None:
-            status = "ok" if child.returncode == 0 else "crash"
-            survivors, swept = tree.kill(min(launch.grace, _SWEEP_GRACE_MAX))
-        else:
-            status = reason
-            survivors, _ = tree.kill(launch.grace)
+        finally:
+            tree.close()
         peak_rss, peak_gpu = usage.finish()
         return Outcome(status="unclean" if survivors else status, exit_code=child.poll(),
                        wall_seconds=wall, survivors=survivors, swept=swept,
@@ -198,7 +220,8 @@ class _Tree:
     """The live processes of one run, re-collected from /proc on every look."""
 
     def __init__(self, child: subprocess.Popen[bytes] | None, tag_entry: bytes,
-                 observe: Callable[[set[int]], None] | None = None) -> None:
+                 observe: Callable[[set[int]], None] | None = None, process_log: Path | None = None,
+                 recorded: set[tuple[int, int]] | None = None) -> None:
         self.child = child  # None: an abandoned run, found by its tag alone
         self.sid = child.pid if child else None  # start_new_session: the child leads its own session and group
         self.tag_entry = tag_entry
@@ -206,6 +229,12 @@ class _Tree:
         self.observe = observe  # called with every set _alive returns
         # (pid, start time) -> carries the tag; kept between looks made with remember=True
         self.tag_seen: dict[tuple[int, int], bool] = {}
+        # (pid, start time) of processes known to be the run's: recorded by a supervisor that died,
+        # or already written to process_log by this one
+        self.recorded = set(recorded or ())
+        self.log_fd = os.open(process_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if process_log else None
+        if child is not None and self.log_fd is not None:
+            self._record({child.pid})  # at once: a supervisor killed before the first look still left this
 
     def kill(self, grace: float) -> tuple[list[int], int]:
         """SIGTERM, wait up to grace, SIGKILL, wait briefly. Returns (survivors, processes signalled)."""
@@ -298,6 +327,7 @@ class _Tree:
         self.session_exists = bool(found)
         descendants: set[int] = set()
         todo = list(children.get(me, ())) if self.child else []
+        todo += [pid for pid, (_, _, _, started) in table.items() if (pid, started) in self.recorded and self.child is None]
         while todo:
             pid = todo.pop()
             if pid not in descendants:  # a racy snapshot could hold a cycle
@@ -334,7 +364,25 @@ class _Tree:
                     os.waitpid(pid, os.WNOHANG)
         if self.observe is not None:
             self.observe(alive)
+        if self.log_fd is not None:
+            self._record(alive, table)
         return alive
+
+    def _record(self, pids: set[int], table: dict | None = None) -> None:
+        fresh = []
+        for pid in pids:
+            stat = table.get(pid) if table is not None else _stat(pid)
+            if stat is not None and (pid, stat[3]) not in self.recorded:
+                self.recorded.add((pid, stat[3]))
+                fresh.append(f"{pid} {stat[3]}\n")
+        if fresh:
+            with suppress(OSError):  # a full disk costs only this safety net, never the run
+                os.write(self.log_fd, "".join(fresh).encode())
+
+    def close(self) -> None:
+        if self.log_fd is not None:
+            os.close(self.log_fd)
+            self.log_fd = None
 
 
 class _Usage:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, clean_env, printing
-from processes import wait_until
+from processes import gone, wait_until
 
 HEADER = "run_id\tstarted_at\twall_s\tstatus\tverdict\tmetric\tvalue\tvalid\timproved\tnote"
 FAILURES = {"crash", "timeout", "invalid", "unclean"}
@@ -684,4 +684,28 @@ def test_a_stray_run_directory_is_not_a_run_that_died(project: Project):
     assert "r0002 had no train.py snapshot" in done.stderr and ".ar-stray-r0002-" in done.stderr
     assert [row[0] for row in project.rows()] == ["r0001", "r0002"]
     assert project.result("r0002")["note"] == "edit" and project.best()["run_id"] == "r0002"
+    check_invariants(project)
+
+
+def test_an_envless_daemon_is_ended_after_the_supervisor_is_killed(project: Project, tmp_path: Path):
+    """The supervisor records every process it sees (.ar-processes: pid and start time); killed
+    with SIGKILL, it leaves that record to the repair, which ends what the AR_RUN_DIR tag misses:
+    here a detached daemon started with an empty environment."""
+    pid_file = tmp_path / "daemon.pid"
+    project.write_train(
+        "import subprocess, time\n"
+        f"subprocess.run(['env', '-i', 'setsid', '-f', '/bin/sh', '-c', 'echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; trap \"\" TERM; exec sleep 300'])\n"
+        "time.sleep(60)\n", note="daemon")
+    assert project.ar("run", "--wait", "0.2").returncode == 3
+    assert wait_until(pid_file.exists, 10)
+    daemon = int(pid_file.read_text())
+    record = project.expr / "runs" / "r0001" / ".ar-processes"
+    assert wait_until(lambda: record.exists() and f"{daemon} " in record.read_text(), 10)
+    supervisor = json.loads((project.expr / ".ar-active.json").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{supervisor}") or open(f"/proc/{supervisor}/stat").read().split(") ")[1][0] == "Z", 10)
+    status = project.ar("status", timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert project.result("r0001")["status"] == "crash"
+    assert wait_until(lambda: gone(daemon), 5), "the env-less daemon survived the repair"
     check_invariants(project)
