@@ -6,19 +6,20 @@ lock -> reconcile -> preflight -> snapshot -> detach -> launch and watch -> fina
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
 import stat
 import time
 
-from ar import chain, launch, lines, supervisor
+from ar import chain, launch, lines, outcome_record, supervisor
 from ar.active import busy_error, record_owner
 from ar.best import TRAIN_PY_MAX_BYTES, best_value, load_best
 from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
 from ar.durable import read_json, sha256_file, write_json_atomic
-from ar.errors import EXIT_TERMINATED, EXIT_UNCLEAN, ArError
+from ar.errors import EXIT_ERROR, EXIT_TERMINATED, EXIT_UNCLEAN, ArError, as_typed
 from ar.metrics import extract_metrics
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths, RunPaths, format_run_id
@@ -65,8 +66,15 @@ def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int
         crash_point("after_spawn")
 
     outcome = launch.watch(paths, session, run, budget, launched)
-    crash_point("after_watch")
-    result = finalize(paths, session, run, outcome, started, budget)
+    try:
+        outcome_record.save(run, outcome, started, budget)  # from here on the run is judged, whatever happens
+        crash_point("after_watch")
+        result = finalize(paths, session, run, outcome, started, budget)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        channel.line(disk_full_line(paths, run, exc))
+        return EXIT_ERROR
     paths.active.unlink(missing_ok=True)
     for line in lines.finished(paths, result):
         channel.line(line)
@@ -142,9 +150,38 @@ def start_run(paths: ExperimentPaths) -> RunPaths:
     record_owner(paths, run.run_id)  # before the run exists: a run directory always has an owner on record
     paths.runs.mkdir(exist_ok=True)
     run.dir.mkdir()
-    shutil.copyfile(paths.train_py, run.train_py)
-    run.ckpt_dir.mkdir()  # $AR_CKPT_DIR exists from the start: train.py saves into it without a mkdir
+    try:
+        shutil.copyfile(paths.train_py, run.train_py)
+        run.ckpt_dir.mkdir()  # $AR_CKPT_DIR exists from the start: train.py saves into it without a mkdir
+        outcome_record.reserve(run)
+    except OSError as exc:
+        shutil.rmtree(run.dir, ignore_errors=True)  # never started: no run to record
+        if exc.errno not in DISK_FULL:
+            raise
+        raise ArError(f"disk full: cannot start {run.run_id} in {paths.relative(run.dir)} (on {mount_point(paths.dir)})",
+                      "free space there, then run again") from None
     return run
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def mount_point(path) -> str:
+    """The mount point of the filesystem holding path: where space must be freed."""
+    path = os.path.realpath(path)
+    device = os.stat(path).st_dev
+    while path != "/" and os.stat(os.path.dirname(path)).st_dev == device:
+        path = os.path.dirname(path)
+    return path
+
+
+def disk_full_line(paths: ExperimentPaths, run: RunPaths, exc: OSError) -> str:
+    where = f"{exc.filename or paths.relative(run.dir)} (on {mount_point(paths.dir)})"
+    if run.result.exists():
+        return as_typed(f"ar: disk full after {run.run_id}'s result was written, at {where} "
+                        f"(fix: free space there, then `ar status` finishes recording it)")
+    return as_typed(f"ar: disk full writing {where}; {run.run_id} finished and its outcome is kept "
+                    f"(fix: free space there, then `ar status` judges it on its log)")
 
 
 def finalize(

@@ -77,6 +77,10 @@ class RunPaths(NamedTuple):
         return self.dir / "ckpt"  # AR_CKPT_DIR: where train.py saves its checkpoint
 
     @property
+    def outcome(self) -> Path:
+        return self.dir / ".ar-outcome.json"  # the watchdog's outcome, saved as the training ends
+
+    @property
     def process_log(self) -> Path:
         return self.dir / ".ar-processes"  # "pid start" of every process of the run the supervisor saw
 

@@ -44,12 +44,16 @@ def repair(paths: ExperimentPaths) -> None:
     if not pending.train_py.exists():
         _set_aside_stray(paths, pending)
         return
-    # The run's owner died before judging it: end what is left of it and record it as a crash.
-    from ar import launch
+    from ar import launch, outcome_record
     from ar.iteration import finalize
     from ar.settings import load_session
 
     session = load_session(paths)
+    saved = outcome_record.load(pending)
+    if saved is not None:  # the training ended; judging it did not (a full disk, a kill): judge it now
+        finalize(paths, session, pending, *saved)
+        return
+    # The run's owner died before the training ended: end what is left of it and record a crash.
     started = pending.dir.stat().st_mtime
     reason = "ar was killed before the run was judged; recorded by repair"
     finalize(paths, session, pending, launch.abandoned_outcome(pending), started, session.loop.seconds, reason)

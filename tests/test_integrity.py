@@ -203,7 +203,7 @@ def body(value: float, sleep: float = 0.0) -> str:
 # ---------------------------------------------------------------- 1. kill at each step
 
 CRASH_POINTS = ["after_snapshot", "after_spawn", "after_watch", "after_result", "after_promote_or_restore", "after_row"]
-BEFORE_JUDGED = {"after_snapshot", "after_spawn", "after_watch"}  # no result.json yet: repair records a crash
+BEFORE_JUDGED = {"after_snapshot", "after_spawn"}  # the training never ended: repair records a crash
 
 
 @pytest.mark.parametrize("kind", ["advance", "revert"])
@@ -709,3 +709,70 @@ def test_an_envless_daemon_is_ended_after_the_supervisor_is_killed(project: Proj
     assert project.result("r0001")["status"] == "crash"
     assert wait_until(lambda: gone(daemon), 5), "the env-less daemon survived the repair"
     check_invariants(project)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MiB tmpfs: a disk that a run can really fill."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# Prints the metric and saves a checkpoint, then fills the disk; with FREE_PAGES > 0 gives that many
+# 4 KiB pages back, so that result.json still fits but what follows does not.
+FILL_DISK = """
+import os
+val = {value}
+ckpt = os.path.join(os.environ["AR_CKPT_DIR"], "model.pt")
+with open(ckpt, "wb") as f:
+    f.write(b"w" * 1000)
+print(f"val_loss={{val}}", flush=True)
+fd = os.open(os.path.join(os.environ["AR_EXPR_DIR"], "..", "..", "filler"), os.O_WRONLY | os.O_CREAT)
+size = 0
+try:
+    while True:
+        size += os.write(fd, b"x" * 4096)
+except OSError:
+    pass
+os.ftruncate(fd, max(0, size - {free_pages} * 4096))
+os.close(fd)
+"""
+
+
+@pytest.mark.parametrize("free_pages", [0, 1], ids=["full before result.json", "full just after result.json"])
+def test_a_full_disk_loses_no_finished_run(small_disk: Path, free_pages: int):
+    """The training finished, then the disk filled: `ar run` says so in one line (where, and what
+    to do), and once space is freed the next command judges the run on its log. The better run
+    becomes the best with its checkpoint; nothing is recorded as a crash."""
+    from conftest import make_project
+
+    project = make_project(small_disk / "proj")
+    project.write_train(printing("1.0"), note="base")
+    run_ok(project)
+    project.write_train(FILL_DISK.format(value=0.5, free_pages=free_pages), note="better, then the disk fills")
+    done = project.ar("run")
+    filler = small_disk / "proj" / "filler"
+    assert filler.exists(), done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    last = out_lines(done)[-1]
+    assert last.startswith("ar: disk full") and str(small_disk) in last and "fix:" in last, last
+    assert ("result was written" in last) == (free_pages > 0), last
+    assert len(out_lines(done)) == 2  # launched, then the disk line
+    filler.unlink()
+    status = project.ar("status")
+    assert status.returncode == 0, status.stderr
+    result = project.result("r0002")
+    assert (result["status"], result["verdict"]) == ("ok", "advance"), result
+    best = check_invariants(project)
+    assert best["run_id"] == "r0002" and best["checkpoint"]
+    assert (project.expr / best["checkpoint"]).exists()
+    assert [row[0] for row in project.rows()] == ["r0001", "r0002"]
