@@ -119,7 +119,8 @@ def _foreign(paths: ExperimentPaths, run: RunPaths, path: Path) -> bool:
         return True
     if not _within(real, os.path.realpath(paths.root / STATE_DIR)):
         return False
-    return not _within(real, os.path.realpath(run.dir)) or real in {os.path.realpath(p) for p in (run.dir, run.train_py, run.log, run.result)}
+    own = (run.dir, run.train_py, run.log, run.result, run.outcome, run.process_log)
+    return not _within(real, os.path.realpath(run.dir)) or real in {os.path.realpath(p) for p in own}
 
 
 def _within(path: str, directory: str) -> bool:
