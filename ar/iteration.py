@@ -25,6 +25,7 @@ from ar.faults import crash_point
 from ar.layout import ExperimentPaths, RunPaths, format_run_id
 from ar.lock import IterationLock
 from ar.runnote import read_run_note
+from ar.seal import check_seal
 from ar.settings import Session, load_session
 from ar.record import apply_result
 from ar.repair import repair
@@ -85,6 +86,7 @@ def preflight(paths: ExperimentPaths, session: Session) -> None:
     """Refuse a run the loop must not make: processes left over, frozen files edited, loop over."""
     check_unclean(paths)
     check_train_py(paths)
+    check_seal(paths)
     for name, digest in session.experiment.protected.items():
         path = paths.dir / name
         if not path.exists() or sha256_file(path) != digest:

@@ -107,6 +107,7 @@ class ExperimentPaths:
         self.runs = d / "runs"
         self.lock = d / ".ar-lock"  # flock held by the process that owns the running iteration
         self.active = d / ".ar-active.json"  # which run the lock holder is running
+        self.seal = d / ".ar-seal.json"  # what everything but train.py looked like when ar last wrote
         self.wipe_marker = d / ".ar-wipe"  # `--resume fresh` under way: finished by whoever comes next
         self.wipe_trash = d / ".ar-wipe-trash"  # what that wipe removes, renamed here first
         self.unclean = d / ".ar-unclean"  # processes survived SIGKILL: no run until they are gone

@@ -16,6 +16,7 @@ from ar.best import restore_train_py
 from ar.durable import write_json_atomic
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths
+from ar.seal import seal
 from ar.state import LoopState, save_state
 
 
@@ -40,6 +41,7 @@ def finish_wipe(paths: ExperimentPaths) -> None:
         paths.runs.mkdir(exist_ok=True)
         results_log.create(paths.results)
         save_state(paths, LoopState())
+        seal(paths)
         paths.wipe_marker.unlink()
     if trash.exists():
         shutil.rmtree(trash, ignore_errors=True)

@@ -776,3 +776,84 @@ def test_a_full_disk_loses_no_finished_run(small_disk: Path, free_pages: int):
     assert best["run_id"] == "r0002" and best["checkpoint"]
     assert (project.expr / best["checkpoint"]).exists()
     assert [row[0] for row in project.rows()] == ["r0001", "r0002"]
+
+
+# ---------------------------------------------------------------- only train.py may change
+
+
+def _edit_best_json(project: Project) -> str:
+    best = project.best()
+    best["value"] = -1.0
+    (project.expr / "best.json").write_text(json.dumps(best))
+    return "best.json"
+
+
+def _edit_best_snapshot(project: Project) -> str:
+    snapshot = project.expr / "runs" / project.best()["run_id"] / "train.py"
+    snapshot.write_text(snapshot.read_text() + "# better\n")
+    return "best run's train.py"
+
+
+def _edit_a_value_in_place(project: Project) -> str:
+    results = project.expr / "results.tsv"
+    results.write_text(results.read_text().replace("\t0.5\t", "\t0.1\t"))  # same size
+    return "results.tsv"
+
+
+def _add_a_run(project: Project) -> str:
+    (project.expr / "runs" / "r0009").mkdir()
+    return "runs/"
+
+
+@pytest.mark.parametrize("edit", [_edit_best_json, _edit_best_snapshot, _edit_a_value_in_place, _add_a_run])
+def test_a_change_to_anything_but_train_py_is_refused(project: Project, edit):
+    """Whatever wrote it (a hook-proof `python3 -c`, say), `ar run` refuses in one line naming what
+    changed; nothing is launched."""
+    project.write_train(printing("1.0"), note="one")
+    run_ok(project)
+    project.write_train(printing("0.5"), note="two")
+    run_ok(project)
+    name = edit(project)
+    project.write_train(printing("0.2"), note="three")
+    done = project.ar("run")
+    assert done.returncode == 1, done.stdout
+    line = one_line(done.stderr)
+    assert name in line and "changed since the last run" in line and "fix:" in line, line
+    assert len(project.rows()) == 2 and not (project.expr / "runs" / "r0003").exists()
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_a_change_to_the_projects_tracked_files_is_refused(tmp_path: Path):
+    """The host project's git-tracked files are compared with how the last run left them:
+    an edit between runs is refused and named; a run's own writes and untracked outputs are not edits."""
+    from conftest import make_project
+
+    root = tmp_path / "host"
+    root.mkdir()
+    (root / "model.py").write_text("WIDTH = 8\n")
+    (root / "notes.txt").write_text("dirty before the loop started\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "model.py", "notes.txt")
+    _git(root, "commit", "-qm", "host")
+    (root / "notes.txt").write_text("a local change the user had already made\n")
+    project = make_project(root)
+    # the run itself writes a tracked file and an untracked output: both are its own doing
+    project.write_train("open('notes.txt', 'a').write('run\\n')\nopen('out.log', 'w').write('x')\n" + printing("1.0"), note="one")
+    run_ok(project)
+    project.write_train(printing("0.5"), note="two")
+    run_ok(project)
+    (root / "scratch.txt").write_text("untracked: not an edit\n")
+    project.write_train(printing("0.4"), note="three")
+    run_ok(project)
+
+    (root / "model.py").write_text("WIDTH = 4096\n")  # the agent edits the host's code
+    project.write_train(printing("0.1"), note="four")
+    done = project.ar("run")
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert "git-tracked files" in line and "model.py" in line and "git checkout -- model.py" in line, line
+    _git(root, "checkout", "--", "model.py")
+    assert run_ok(project)[0].startswith("launched r0004")

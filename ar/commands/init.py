@@ -20,6 +20,7 @@ from ar.metrics import BACKENDS
 from ar.metrics.custom import FUNCTION as CUSTOM_FUNCTION
 from ar.metrics.log import compile_pattern
 from ar.render import render
+from ar.seal import seal
 from ar.settings import DEFAULT_RUNNER, DIRECTIONS, MAX_SECONDS, Experiment, Loop, Session, save_session
 from ar.shim import write_shim
 from ar.state import LoopState, save_state
@@ -87,6 +88,7 @@ def init_experiment(
     except BaseException:
         shutil.rmtree(staged.dir, ignore_errors=True)
         raise
+    seal(paths)
     write_shim(project)
     _write_gitignore(project)
     set_current(project, slug)

@@ -1,0 +1,130 @@
+"""Only train.py may change between runs (SPEC §6): a fingerprint of everything else, taken
+whenever `ar` itself has written, and compared by `ar run` before it launches.
+
+The agent's shell can write anywhere; no hook can parse every way it might. So `ar` does not
+trust what it finds: the best (best.json, the best run's snapshot and result, best_ckpt/meta.json),
+the results log, the set of runs, and the host project's git-tracked files (HEAD, the index
+and the content of files modified in the working tree) must be as `ar` left them. Untracked
+files are a run's outputs and are not looked at. Cost: a few stats and hashes of small files,
+plus one `git status` without untracked files (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ar.durable import read_json_or_none, sha256, write_json_atomic
+from ar.errors import ArError
+from ar.layout import STATE_DIR, ExperimentPaths
+from ar.state import load_state
+
+_GIT_TIMEOUT = 30
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return sha256(path.read_bytes()).hexdigest()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def fingerprint(paths: ExperimentPaths) -> dict:
+    best = read_json_or_none(paths.best)
+    best_run = paths.run(best["run_id"]) if isinstance(best, dict) and isinstance(best.get("run_id"), str) else None
+    runs = sorted(os.listdir(paths.runs)) if paths.runs.is_dir() else []
+    return {
+        "best.json": _digest(paths.best),
+        "best run's train.py": _digest(best_run.train_py) if best_run else None,
+        "best run's result.json": _digest(best_run.result) if best_run else None,
+        "best_ckpt/meta.json": _digest(paths.best_ckpt / "meta.json"),
+        "results.tsv": _digest(paths.results),
+        "runs/": f"{len(runs)} {runs[-1] if runs else ''}",
+        "git": git_fingerprint(paths.root),
+    }
+
+
+def seal(paths: ExperimentPaths) -> None:
+    """Record the fingerprint: called after every write `ar` makes outside train.py."""
+    write_json_atomic(paths.seal, {**fingerprint(paths), "last_run": load_state(paths).last_run})
+
+
+def check_seal(paths: ExperimentPaths) -> None:
+    """Refuse a run when anything but train.py changed since `ar` last wrote. A seal taken before
+    the last recorded run (`ar` was killed between recording a run and sealing it) or missing
+    (an experiment of an older version) is taken again instead."""
+    recorded = read_json_or_none(paths.seal)
+    if not isinstance(recorded, dict) or recorded.get("last_run") != load_state(paths).last_run:
+        seal(paths)
+        return
+    now = fingerprint(paths)
+    changed = [name for name in now if name != "git" and recorded.get(name) != now[name]]
+    if changed:
+        raise ArError(
+            f"{', '.join(changed)} changed since the last run (only train.py may change between runs)",
+            "undo that edit (results, best and runs are written only by ar); only a person may accept it as it is, "
+            f"by deleting {paths.relative(paths.seal)}",
+        )
+    files = _git_changes(recorded.get("git"), now["git"])
+    if files:
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise ArError(
+            f"git-tracked files of the project changed since the last run: {shown} (only train.py may change between runs)",
+            f"restore them (`git checkout -- {files[0]}`, `git stash`); only a person may accept the change, by deleting {paths.relative(paths.seal)}",
+        )
+
+
+def _git_changes(before: dict | None, now: dict | None) -> list[str]:
+    if before is None or now is None:
+        return []  # not a git project (then or now): nothing to compare
+    if before.get("head") != now.get("head"):
+        return ["HEAD (a commit, checkout or reset)"]
+    old, new = before.get("files", {}), now.get("files", {})
+    return sorted(path for path in old.keys() | new.keys() if old.get(path) != new.get(path))
+
+
+def git_fingerprint(root: Path) -> dict | None:
+    """HEAD, and for each tracked file that differs from HEAD (staged or not) its status line and
+    content digest; None outside a git work tree or without git. Files under .autoresearch/ are
+    ar's own and are checked above."""
+    git = shutil.which("git")
+    if git is None or not _in_git_work_tree(root):
+        return None
+    try:
+        done = subprocess.run(
+            [git, "-C", str(root), "status", "--porcelain=v2", "-z", "--branch", "--untracked-files=no",
+             "--no-renames", "--ignore-submodules=all", "--", ".", f":(exclude){STATE_DIR}"],
+            capture_output=True, timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    head, files, top = None, {}, None
+    for entry in done.stdout.split(b"\0"):
+        text = entry.decode("utf-8", "surrogateescape")
+        if text.startswith("# branch.oid "):
+            head = text.split()[2]
+        elif text[:2] in ("1 ", "u "):
+            fields = text.split(" ", 8 if text[0] == "1" else 10)
+            path = fields[-1]
+            if top is None:
+                top = _toplevel(git, root)
+            digest = _digest(Path(top, path)) if top else None
+            files[path] = f"{' '.join(fields[1:-1])} {digest}"
+    return {"head": head, "files": files}
+
+
+def _in_git_work_tree(root: Path) -> bool:
+    for directory in (root, *root.parents):
+        if (directory / ".git").exists():
+            return True
+    return False
+
+
+def _toplevel(git: str, root: Path) -> str | None:
+    done = subprocess.run([git, "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                          timeout=_GIT_TIMEOUT, stdin=subprocess.DEVNULL)
+    return done.stdout.strip() if done.returncode == 0 else None
