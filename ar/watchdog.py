@@ -327,7 +327,8 @@ class _Tree:
         self.session_exists = bool(found)
         descendants: set[int] = set()
         todo = list(children.get(me, ())) if self.child else []
-        todo += [pid for pid, (_, _, _, started) in table.items() if (pid, started) in self.recorded and self.child is None]
+        if self.child is None:  # what a dead supervisor recorded, and what those started since
+            todo += [pid for pid, (_, _, _, started) in table.items() if (pid, started) in self.recorded]
         while todo:
             pid = todo.pop()
             if pid not in descendants:  # a racy snapshot could hold a cycle
