@@ -43,7 +43,8 @@ def process_start(pid: int) -> int | None:
 def record_owner(paths: ExperimentPaths, run_id: str, **extra: object) -> None:
     """Name this process as the owner of run_id (the caller first, then the supervisor)."""
     me = os.getpid()
-    write_json_atomic(paths.active, {"run_id": run_id, **extra, "owner_pid": me, "owner_start": process_start(me)})
+    # a machine that crashes takes its processes along: no fsync needed
+    write_json_atomic(paths.active, {"run_id": run_id, **extra, "owner_pid": me, "owner_start": process_start(me)}, sync=False)
 
 
 def live_owner(paths: ExperimentPaths) -> bool:

@@ -17,12 +17,15 @@ from ar.errors import ArError
 TMP_MARK = ".tmp-"  # temp files carry this in their name; repair deletes leftovers
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None, sync: bool = True) -> None:
+    """sync=False for records that need only survive the death of a process, not of the machine
+    (the page cache keeps them): it saves the ~1 ms of an fsync on the iteration's path."""
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644 if mode is None else mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -33,8 +36,8 @@ def dump_json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, dump_json(obj))
+def write_json_atomic(path: Path, obj: Any, sync: bool = True) -> None:
+    write_bytes_atomic(path, dump_json(obj), sync=sync)
 
 
 def read_json(path: Path, fix: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from ar.durable import read_json_or_none, sha256, write_json_atomic
@@ -48,7 +49,8 @@ def fingerprint(paths: ExperimentPaths) -> dict:
 
 def seal(paths: ExperimentPaths) -> None:
     """Record the fingerprint: called after every write `ar` makes outside train.py."""
-    write_json_atomic(paths.seal, {**fingerprint(paths), "last_run": load_state(paths).last_run})
+    # without fsync: a seal lost with the machine is taken again by the next check, never refused
+    write_json_atomic(paths.seal, {**fingerprint(paths), "last_run": load_state(paths).last_run}, sync=False)
 
 
 def check_seal(paths: ExperimentPaths) -> None:
@@ -56,7 +58,10 @@ def check_seal(paths: ExperimentPaths) -> None:
     the last recorded run (`ar` was killed between recording a run and sealing it) or missing
     (an experiment of an older version) is taken again instead."""
     recorded = read_json_or_none(paths.seal)
-    if not isinstance(recorded, dict) or recorded.get("last_run") != load_state(paths).last_run:
+    last_run = load_state(paths).last_run
+    if not isinstance(recorded, dict) or recorded.get("last_run") != last_run:
+        if not isinstance(recorded, dict) and last_run:  # never silently: it may have been deleted
+            print(f"ar: {paths.relative(paths.seal)} was missing; the experiment is accepted as it is now", file=sys.stderr)
         seal(paths)
         return
     now = fingerprint(paths)

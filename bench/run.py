@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 AR = [str(Path(sys.executable).with_name("autoresearch"))]  # the console script uv installs
 TRAIN = """RUN_NOTE = "bench"
+import time
 t = time.perf_counter()
 while time.perf_counter() - t < 0.2:
     pass
