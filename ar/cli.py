@@ -103,6 +103,8 @@ def run(
     expr: Expr = None,
     seconds: Annotated[Optional[int], typer.Option(help="Time limit for this run (default: the session's).")] = None,
     wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).", callback=_finite)] = None,
+    set: Annotated[Optional[List[str]], typer.Option("--set", help="NAME=VALUE: set a top-level constant of train.py first (repeatable; Python literals).")] = None,
+    note: Annotated[Optional[str], typer.Option("--note", help="Set RUN_NOTE in train.py first.")] = None,
 ) -> int:
     """Run one iteration.
 
@@ -110,7 +112,7 @@ def run(
     """
     from ar.commands.run import run_command
 
-    return run_command(expr, seconds, wait)
+    return run_command(expr, seconds, wait, set or [], note)
 
 
 @app.command()

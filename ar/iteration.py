@@ -18,7 +18,7 @@ from ar.active import busy_error, record_owner
 from ar.best import TRAIN_PY_MAX_BYTES, best_value, load_best
 from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
-from ar.durable import read_json, sha256_file, write_json_atomic
+from ar.durable import read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from ar.errors import EXIT_ERROR, EXIT_TERMINATED, EXIT_UNCLEAN, ArError, as_typed
 from ar.metrics import extract_metrics
 from ar.faults import crash_point
@@ -39,13 +39,15 @@ METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
 MEASURED = ("wall_seconds", "peak_rss_mb", "peak_gpu_mb")
 
 
-def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | None) -> int:
+def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | None, knobs: tuple | None = None) -> int:
     lock = IterationLock(paths.lock)
     if not lock.try_acquire():
         raise busy_error(paths)
     repair(paths)
     session = load_session(paths)
     preflight(paths, session)
+    if knobs is not None:
+        set_knobs(paths, *knobs)
     budget = seconds or session.loop.seconds
     run = start_run(paths)
     chain.consume_reentry(paths)  # a chain child's first run: the non-interactive re-entry is over
@@ -125,6 +127,16 @@ def check_train_py(paths: ExperimentPaths) -> None:
     if info.st_size > TRAIN_PY_MAX_BYTES:
         raise ArError(f"{name} is {info.st_size / (1 << 20):.1f} MiB (the limit is {TRAIN_PY_MAX_BYTES >> 20} MiB)",
                       "keep data and weights out of train.py: load them from files")
+
+
+def set_knobs(paths: ExperimentPaths, settings: dict, note: str | None) -> None:
+    """`--set` / `--note`: train.py rewritten before its snapshot (under the lock, after repair)."""
+    from ar.knobs import apply_settings
+
+    source = paths.train_py.read_text(encoding="utf-8")
+    changed = apply_settings(source, settings, note)
+    if changed != source:
+        write_bytes_atomic(paths.train_py, changed.encode())
 
 
 def check_unclean(paths: ExperimentPaths) -> None:

@@ -1,10 +1,9 @@
-RUN_NOTE = "baseline"  # what this version tries: one line, recorded with the run
-
-# Knobs: the loop edits this file only (see program.md for the scope).
+RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`ar run --set NAME=VALUE`)
 LEARNING_RATE = 0.005
 EPOCHS = 10
 BATCH_SIZE = 64
 
+# The loop edits this file only (see program.md for the scope).
 # The metric ar reads from this program's output: a line `name=value`.
 PRIMARY_METRIC = __METRIC__
 DIRECTION = __DIRECTION__
