@@ -65,7 +65,7 @@ def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int
 
     def launched(pid: int) -> None:  # runs while the training starts up, off its critical path
         record_owner(paths, run.run_id, pid=os.getpid(), started_at=utc_time(started), seconds=budget)
-        channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py))))
+        channel.line(lines.launched(run.run_id, budget, read_run_note(_text(run.train_py)), session.loop.seconds))
         crash_point("after_spawn")
 
     outcome = launch.watch(paths, session, run, budget, launched)
@@ -101,15 +101,16 @@ def preflight(paths: ExperimentPaths, session: Session) -> None:
     if stop:
         raise ArError(
             f"experiment '{paths.slug}' has terminated ({stop})",
-            _TERMINATED_HINTS.get(stop, "change the limits with `ar session`"),
+            _TERMINATED_HINTS.get(stop, "the loop is over: stop and report the best (`ar report`)"),
             EXIT_TERMINATED,
         )
 
 
+# The agent reads these: they end the loop; changing limits is the user's decision, never invited.
 _TERMINATED_HINTS = {
-    "manual": "it was interrupted; resume with `ar session --resume continue`",
-    "consecutive_failures": "fix the environment (see `ar tail`), then `ar session --max-failures N` to continue",
-    "chain_budget": "the chain is complete (no follow-up experiment left); raise a limit with `ar session` to go on with this one",
+    "manual": "the user interrupted it: stop the loop; only the user resumes it",
+    "consecutive_failures": "the environment keeps failing (see `ar tail`): stop the loop and tell the user",
+    "chain_budget": "the chain is complete: stop the loop and report the best (`ar report`)",
 }
 
 

@@ -16,12 +16,14 @@ def number(value: float | None) -> str:
     return "none" if value is None else format(value, ".6g")
 
 
-def launched(run_id: str, seconds: int, note: str) -> str:
-    return f"launched {run_id} ({seconds}s budget): {clip(note, NOTE_CHARS) or '(no RUN_NOTE)'}"
+def launched(run_id: str, seconds: int, note: str, usual_seconds: int | None = None) -> str:
+    """The budget is shown only when it is not the session's (`--seconds` for this run)."""
+    budget = "" if seconds == usual_seconds else f" ({seconds}s budget)"
+    return f"launched {run_id}{budget}: {clip(note, NOTE_CHARS) or '(no RUN_NOTE)'}"
 
 
 def still_running(run_id: str) -> str:
-    return as_typed(f"{run_id} still running; re-attach with `ar wait`")
+    return as_typed(f"{run_id} still running; re-attach with `ar wait --wait 540`")
 
 
 def metric(result: dict) -> str:
@@ -36,17 +38,17 @@ def metric(result: dict) -> str:
 def verdict(paths: ExperimentPaths, result: dict) -> str:
     parts = [f"verdict {result['status']}/{result['verdict']}"]
     if result["verdict"] == "advance":
-        parts.append("train.py kept as the new best")
+        parts.append("kept")
     else:
         if result["reason"]:
             parts.append(result["reason"])
-        parts.append(f"train.py {result['train_py']}")
+        parts.append(result["train_py"].replace("restored from", "restored"))  # train.py's fate
     if result["status"] in ("crash", "timeout"):
         parts.append(as_typed(f"see `ar tail --run {result['run_id']}`"))
     parts.append(result["progress"])
     if result["terminated_by"]:
         parts.append(f"TERMINATED by {result['terminated_by']}")
-    parts.append(paths.relative(paths.run(result["run_id"]).result))
+    parts.append(f"runs/{result['run_id']}/")  # the experiment is known: its result.json is there
     return " | ".join(parts)
 
 
@@ -60,5 +62,5 @@ def exit_code(result: dict) -> int:
     return EXIT_TERMINATED if result["should_terminate"] else EXIT_OK
 
 
-def all_lines(paths: ExperimentPaths, result: dict) -> list[str]:
-    return [launched(result["run_id"], result["seconds"], result["note"]), *finished(paths, result)]
+def all_lines(paths: ExperimentPaths, result: dict, usual_seconds: int | None = None) -> list[str]:
+    return [launched(result["run_id"], result["seconds"], result["note"], usual_seconds), *finished(paths, result)]

@@ -180,7 +180,7 @@ NOTE = 'lr "3e-4" and it\'s second \\ line ünï third'
 def test_multiline_run_note_is_recorded_on_one_line(project: Project) -> None:
     project.train_py.write_text(NOTE_SOURCE, encoding="utf-8")
     done = run_ok(project)
-    assert done.stdout.splitlines()[0].startswith('launched r0001 (20s budget): lr "3e-4"')
+    assert done.stdout.splitlines()[0].startswith('launched r0001: lr "3e-4"')
     assert project.result("r0001")["note"] == NOTE
     raw = (project.expr / "results.tsv").read_text(encoding="utf-8")
     assert raw.count("\n") == 2  # header + one row

@@ -38,7 +38,7 @@ def run_value(project: Project, value: float, slug: str | None = None, note: str
     (target / "train.py").write_text(f"RUN_NOTE = {note!r}\n" + CKPT_BODY.format(value=value))
     done = project.ar("run", "--expr", slug or project.slug)
     assert done.returncode in (0, 4), done.stdout + done.stderr
-    run_id = done.stdout.split()[1]
+    run_id = done.stdout.split()[1].rstrip(":")
     return json.loads((target / "runs" / run_id / "result.json").read_text())
 
 

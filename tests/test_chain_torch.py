@@ -49,7 +49,7 @@ def run_ok(project: Project, slug: str, epochs: int, note: str) -> dict:
     (project.root / ".autoresearch" / slug / "train.py").write_text(f"RUN_NOTE = {note!r}\n" + TRAIN.format(epochs=epochs))
     done = project.ar("run", "--expr", slug, timeout=300)
     assert done.returncode in (0, 4), done.stdout + done.stderr
-    run_id = done.stdout.split()[1]
+    run_id = done.stdout.split()[1].rstrip(":")
     return json.loads((project.root / ".autoresearch" / slug / "runs" / run_id / "result.json").read_text())
 
 

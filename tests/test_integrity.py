@@ -516,7 +516,8 @@ def test_session_sets_and_shows_each_flag(project: Project):
     assert as_json["loop"]["plateau"] == 4 and as_json["experiment"]["primary_metric"] == "val_loss"
     # The settings file stays valid for the loop.
     project.write_train(printing("1.0"))
-    assert run_ok(project)[0] == "launched r0001 (30s budget): test"
+    assert run_ok(project)[0] == "launched r0001: test"  # the session's budget is not repeated
+    assert project.result("r0001")["seconds"] == 30
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from ar.active import busy_error
 from ar.repair import repair
 from ar.layout import ExperimentPaths, format_run_id
 from ar.lock import IterationLock
+from ar.settings import load_session
 from ar.state import load_state
 
 STOP_TIMEOUT = 120  # the watchdog's grace (30 s at most) plus time to record the run
@@ -79,6 +80,6 @@ def _print_result(paths: ExperimentPaths, run_id: str | None) -> int:
             raise ArError(f"experiment '{paths.slug}' has no runs yet", "start one with `ar run`")
         run_id = format_run_id(last)
     result = read_json(paths.run(run_id).result, "run `ar status` to repair the experiment")
-    for line in lines.all_lines(paths, result):
+    for line in lines.all_lines(paths, result, load_session(paths).loop.seconds):
         print(line)
     return lines.exit_code(result)

@@ -16,27 +16,18 @@ from ar.errors import ArError
 SLUG = "demo-lr-search"
 HANG_SECONDS = 3
 
-# (title, expected verdict, text edits (old, new) of train.py, per-run --seconds or None)
+# (title, expected verdict, `ar run` arguments, text edits (old, new) of train.py): a knob change
+# goes through `--set`/`--note` as an agent makes it, a code change is an edit of the file.
 STEPS = [
-    ("the baseline", "advance", (), None),
-    (
-        "a larger learning rate",
-        "advance",
-        (("LEARNING_RATE = 0.005", "LEARNING_RATE = 0.05"), ('RUN_NOTE = "baseline"', 'RUN_NOTE = "lr 0.005 -> 0.05"')),
-        None,
-    ),
-    (
-        "a much smaller learning rate",
-        "revert",
-        (("LEARNING_RATE = 0.05", "LEARNING_RATE = 0.0002"), ('RUN_NOTE = "lr 0.005 -> 0.05"', 'RUN_NOTE = "lr 0.05 -> 0.0002"')),
-        None,
-    ),
-    ("a syntax error", "crash", (("def main():", "def main(:"), ('RUN_NOTE = "lr', 'RUN_NOTE = "typo; lr')), None),
+    ("the baseline", "advance", (), ()),
+    ("a larger learning rate", "advance", ("--set", "LEARNING_RATE=0.05", "--note", "lr 0.005 -> 0.05"), ()),
+    ("a much smaller learning rate", "revert", ("--set", "LEARNING_RATE=0.0002", "--note", "lr 0.05 -> 0.0002"), ()),
+    ("a syntax error", "crash", (), (("def main():", "def main(:"), ("RUN_NOTE = 'lr", "RUN_NOTE = 'typo; lr"))),
     (
         "an endless loop",
         "timeout",
-        (("def main():", "def main():\n    while True:\n        pass"), ('RUN_NOTE = "lr', 'RUN_NOTE = "hang; lr')),
-        HANG_SECONDS,
+        ("--seconds", str(HANG_SECONDS)),
+        (("def main():", "def main():\n    while True:\n        pass"), ("RUN_NOTE = 'lr", "RUN_NOTE = 'hang; lr")),
     ),
 ]
 
@@ -48,13 +39,16 @@ def demo_command(directory: Path | None) -> int:
         "--primary-metric", "val_loss", "--primary-direction", "min", "--seconds", "30")
     _ar(root, "session", "--max-runs", "20", "--plateau", "5", "--ack-baseline")
     train_py = root / ".autoresearch" / SLUG / "train.py"
-    for number, (title, expected, edits, seconds) in enumerate(STEPS, 1):
+    for number, (title, expected, args, edits) in enumerate(STEPS, 1):
         print(f"\n== step {number}/{len(STEPS)}: {title} (expect {expected})")
-        text = train_py.read_text(encoding="utf-8")
-        for old, new in edits:
-            text = text.replace(old, new, 1)
-        train_py.write_text(text, encoding="utf-8")
-        _ar(root, "run", *(["--seconds", str(seconds)] if seconds else []), check=False)
+        if edits:
+            text = train_py.read_text(encoding="utf-8")
+            for old, new in edits:
+                text = text.replace(old, new, 1)
+            train_py.write_text(text, encoding="utf-8")
+            print("  (train.py edited)")
+        print(f"  $ ar run {' '.join(_quoted(a) for a in args)}".rstrip())
+        _ar(root, "run", *args, check=False)
     print("\n== ar status --compact")
     _ar(root, "status", "--compact")
     print("\n== ar report")
@@ -62,6 +56,10 @@ def demo_command(directory: Path | None) -> int:
     if directory is None:
         print(f"\n(the demo project stays in {root} for a look around)")
     return 0
+
+
+def _quoted(arg: str) -> str:
+    return f'"{arg}"' if " " in arg else arg
 
 
 def _project_dir(directory: Path | None) -> Path:
