@@ -80,3 +80,15 @@ def test_report_is_bounded_whatever_the_history(tmp_path: Path) -> None:
         assert f"runs {runs}:" in status  # counters rebuilt from results.tsv
     # the windows fill up, then the size stops growing: a few KB at most, whatever the history
     assert sizes[10_000] < 2.5 * sizes[10] and sizes[10_000] < 6000, sizes
+
+
+def test_report_trend_is_the_running_best_and_failures_show_their_error(project: Project) -> None:
+    for value in ("4.17", "0.145", "16.4"):  # advance, advance, a much worse revert
+        project.write_train(printing(value), note=f"v {value}")
+        assert project.ar("run").returncode == 0
+    project.write_train("raise ValueError('the learning rate is negative')\n", note="bad lr")
+    assert project.ar("run").returncode == 0
+    report = project.ar("report", check=True).stdout
+    trend = report.split("## Trend", 1)[1].splitlines()[1]
+    assert trend == "r0001 4.17 -> r0002 0.145"  # the worse r0003 never shows as a step back
+    assert "- r0004 crash: exited with code 1: ValueError: the learning rate is negative (bad lr)" in report

@@ -16,11 +16,11 @@ from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
 from ar.layout import ExperimentPaths
 from ar.lines import number
+from ar.tailback import log_tail
 from ar.text import clip
 from ar.settings import load_session
 from ar.state import FAILURE_STATUSES, load_state
 from ar.termination import terminated_by, with_chain
-from ar.verdict import is_better
 
 KEPT = 10
 FAILURES = 5
@@ -43,19 +43,18 @@ def collect(paths: ExperimentPaths) -> dict:
     best = load_best(paths)
     direction = session.experiment.primary_direction
     kept, failures, last = deque(maxlen=KEPT), deque(maxlen=FAILURES), deque(maxlen=LAST)
-    trend: list[dict | None] = [None] * BUCKETS
+    trend: list[dict | None] = [None] * BUCKETS  # the best as it stood at the end of each tenth
     total = max(state.runs, 1)
+    running = None
     for index, row in enumerate(results_log.iter_rows(paths.results)):
         last.append(_brief(row))
         if row["verdict"] == "advance":
             kept.append(_brief(row))
+            running = {"run_id": row["run_id"], "value": row["value"]}
         if row["status"] in FAILURE_STATUSES:
             failures.append(row)
-        if row["status"] == "ok" and row["value"] is not None:
-            bucket = min(index * BUCKETS // total, BUCKETS - 1)
-            cell = trend[bucket]
-            if cell is None or is_better(row["value"], cell["value"], direction):
-                trend[bucket] = {"run_id": row["run_id"], "value": row["value"]}
+        if running is not None:
+            trend[min(index * BUCKETS // total, BUCKETS - 1)] = running
     experiment = session.experiment
     return {
         "expr": paths.slug,
@@ -74,9 +73,18 @@ def collect(paths: ExperimentPaths) -> dict:
         "checkpoint": _short(str(best["checkpoint"]))[:160] if best and best.get("checkpoint") else None,
         "kept_changes": list(kept),
         "failures": [_failure(paths, row) for row in failures],
-        "trend": [cell for cell in trend if cell],
+        "trend": _changes(trend),
         "last_runs": list(last),
     }
+
+
+def _changes(trend: list[dict | None]) -> list[dict]:
+    """Each best once: the tenths in which it did not change add nothing."""
+    shown: list[dict] = []
+    for cell in trend:
+        if cell is not None and (not shown or cell["run_id"] != shown[-1]["run_id"]):
+            shown.append(cell)
+    return shown
 
 
 def _short(text: str) -> str:
@@ -88,8 +96,11 @@ def _brief(row: dict) -> dict:
 
 
 def _failure(paths: ExperimentPaths, row: dict) -> dict:
-    result = read_json_or_none(paths.run(row["run_id"]).result) or {}
-    return {**_brief(row), "status": row["status"], "reason": _short(str(result.get("reason") or ""))[:160]}
+    run = paths.run(row["run_id"])
+    result = read_json_or_none(run.result) or {}
+    error = log_tail(run.log, 1) if row["status"] == "crash" else []  # the exception line, where there is one
+    return {**_brief(row), "status": row["status"], "reason": _short(str(result.get("reason") or ""))[:160],
+            "error": _short(error[-1])[:160] if error else None}
 
 
 def render(d: dict) -> str:
@@ -120,8 +131,9 @@ def render(d: dict) -> str:
     out += ["", f"## Kept changes (last {KEPT})"]
     out += [f"- {r['run_id']} {number(r['value'])}: {r['note']}" for r in d["kept_changes"]] or ["- none"]
     out += ["", f"## Recent failures (last {FAILURES})"]
-    out += [f"- {r['run_id']} {r['status']}: {r['reason'] or '?'} ({r['note']})" for r in d["failures"]] or ["- none"]
-    out += ["", f"## Trend of {p['name']} (best per tenth of the runs)"]
+    out += [f"- {r['run_id']} {r['status']}: {r['reason'] or '?'}" + (f": {r['error']}" if r.get("error") else "") + f" ({r['note']})"
+            for r in d["failures"]] or ["- none"]
+    out += ["", f"## Trend of the best {p['name']} (as it stood after each tenth of the runs)"]
     out.append(" -> ".join(f"{c['run_id']} {number(c['value'])}" for c in d["trend"]) or "no scored runs")
     out += ["", f"## Last {LAST} runs"]
     out += [f"- {r['run_id']} {r['verdict']} {number(r['value'])}: {r['note']}" for r in d["last_runs"]] or ["- none"]
