@@ -24,7 +24,7 @@ def busy_error(paths: ExperimentPaths) -> ArError:
         what = f"run {active['run_id']} (pid {active['pid']}, started {active.get('started_at')})"
     else:
         what = f"run {active['run_id']}" if active else "another iteration"
-    return ArError(f"{what} of '{paths.slug}' is still running", "re-attach with `ar wait`, or interrupt it with `ar stop`", EXIT_BUSY)
+    return ArError(f"{what} of '{paths.slug}' is still running", "re-attach with `ar wait --wait 540`, or interrupt it with `ar stop`", EXIT_BUSY)
 
 
 

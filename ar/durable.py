@@ -23,12 +23,19 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None, sync: b
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644 if mode is None else mode)
     try:
-        os.write(fd, data)
+        _write_all(fd, data)
         if sync:
             os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less (a nearly full disk): go on until all is written or it raises."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def dump_json(obj: Any) -> bytes:
@@ -64,7 +71,7 @@ def append_line(path: Path, line: str) -> None:
     """Append one line with a single write (O_APPEND), so a kill leaves it whole or partial-at-end only."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (line + "\n").encode())
+        _write_all(fd, (line + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -1,7 +1,7 @@
 """Bring an experiment back to consistency after `ar` was killed anywhere (SPEC §6).
 
-Run by every command that finds the iteration lock free. Cheap when nothing is pending: it
-looks only at the run after the last recorded one.
+Run by every command that finds the iteration lock free. Cheap when nothing is pending: a stat
+and the last line of results.tsv against the counters, then the run after the last recorded one.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ def repair(paths: ExperimentPaths) -> None:
     if paths.results.exists():
         results_log.drop_partial_row(paths.results)
     state = _state_matching_results(paths)
-    _restore_lost_rows(paths, state)
     _restore_lost_best(paths, state)
     pending = paths.run(format_run_id(state.last_run + 1))
     if not pending.dir.exists():
@@ -92,7 +91,9 @@ def _rebuild_from_runs(paths: ExperimentPaths, stored: LoopState | None) -> Loop
             result = read_json_or_none(paths.run(entry.name).result) if number is not None else None
             if isinstance(result, dict) and result.get("run_id") == entry.name:
                 results[number] = result
-    last = max(kept, default=0)
+    # A lost log (and counters) leaves only the journal; otherwise a result.json past the log's
+    # last row is a pending run, judged by the pending path below, not here.
+    last = max(kept, default=0) or (max(results, default=0) if stored is None else 0)
     if stored is not None and stored.last_run in results:
         last = max(last, stored.last_run)  # a damaged last row: the counters know the run was recorded
     rows = [results_log.format_row(results[n]) if n in results else kept[n] for n in sorted({*kept, *results}) if n <= last]
@@ -103,7 +104,7 @@ def _rebuild_from_runs(paths: ExperimentPaths, stored: LoopState | None) -> Loop
         if rows:
             print(f"ar: {name} was missing; rebuilt it from the runs' result.json", file=sys.stderr)
     elif paths.results.read_bytes() != text.encode():
-        aside = paths.results.with_name(f"{paths.results.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        aside = paths.results.with_name(f"{paths.results.name}.damaged-{_stamp()}")
         os.rename(paths.results, aside)
         write_bytes_atomic(paths.results, text.encode())
         print(f"ar: {name} did not match the runs' result.json; rebuilt it from them "
@@ -111,20 +112,6 @@ def _rebuild_from_runs(paths: ExperimentPaths, stored: LoopState | None) -> Loop
     state = rebuild_state(paths)._replace(manual_stop=bool(stored and stored.manual_stop))
     save_state(paths, state)
     return state
-
-
-def _restore_lost_rows(paths: ExperimentPaths, state: LoopState) -> None:
-    """Rows the counters include but results.tsv lost (a torn last row, cut by drop_partial_row):
-    appended again from their result.json. Nothing to do in the normal case."""
-    last = results_log.tail_rows(paths.results, 1)
-    appended = False
-    for number in range(((results_log.run_number(last[0]["run_id"]) or 0) if last else 0) + 1, state.last_run + 1):
-        result = read_json_or_none(paths.run(format_run_id(number)).result)
-        if isinstance(result, dict):
-            results_log.append_row(paths.results, result)
-            appended = True
-    if appended:
-        save_state(paths, state)  # sealed again with the log's new size
 
 
 def _restore_lost_best(paths: ExperimentPaths, state: LoopState) -> None:
@@ -144,7 +131,16 @@ def _restore_lost_best(paths: ExperimentPaths, state: LoopState) -> None:
 def _set_aside_stray(paths: ExperimentPaths, pending) -> None:
     """A run directory no run made (no train.py snapshot: created by hand, or a kill before the
     snapshot): not a run that died, so nothing is judged or restored; its id is freed."""
-    aside = paths.dir / f".ar-stray-{pending.run_id}-{time.strftime('%Y%m%dT%H%M%S')}"
+    if pending.process_log.exists():  # it did launch: whatever of it still runs ends first
+        from ar.launch import abandoned_outcome
+
+        abandoned_outcome(pending)
+    aside = paths.dir / f".ar-stray-{pending.run_id}-{_stamp()}"
     os.rename(pending.dir, aside)
     print(f"ar: {paths.relative(pending.dir)} had no train.py snapshot, so no run made it; moved it to {paths.relative(aside)}",
           file=sys.stderr)
+
+
+def _stamp() -> str:
+    """A name part that two set-asides never share, even within one second."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 1_000_000_000:09d}"

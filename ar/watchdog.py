@@ -67,7 +67,7 @@ class Outcome(NamedTuple):
 
 def become_subreaper() -> bool:
     """Make orphaned descendants re-parent to this process instead of init."""
-    import ctypes  # ~4 ms; imported here so it overlaps the child's start-up
+    import ctypes  # ~1.5 ms, paid only by the supervisor (before the spawn: orphans must come back)
 
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -150,6 +150,7 @@ def run_watched(launch: Launch, on_spawn: Callable[[int], None] | None = None) -
                                  lambda: tree._alive(remember=True))
             wall = time.monotonic() - start
             usage.stop_gpu()  # its query is our child too: gone before the kill counts our children
+            tree.ignored = usage.gpu_children()
             swept = 0
             if reason is None:
                 status = "ok" if child.returncode == 0 else "crash"
@@ -222,7 +223,7 @@ class _Tree:
     def __init__(self, child: subprocess.Popen[bytes] | None, tag_entry: bytes,
                  observe: Callable[[set[int]], None] | None = None, process_log: Path | None = None,
                  recorded: set[tuple[int, int]] | None = None) -> None:
-        self.child = child  # None: an abandoned run, found by its tag alone
+        self.child = child  # None: an abandoned run, found by its tag and its process log
         self.sid = child.pid if child else None  # start_new_session: the child leads its own session and group
         self.tag_entry = tag_entry
         self.session_exists = child is not None
@@ -232,7 +233,11 @@ class _Tree:
         # (pid, start time) of processes known to be the run's: recorded by a supervisor that died,
         # or already written to process_log by this one
         self.recorded = set(recorded or ())
-        self.log_fd = os.open(process_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if process_log else None
+        self.ignored: set[int] = set()  # our children that are not the run's (set by run_watched)
+        self.log_fd = None
+        if process_log is not None:
+            with suppress(OSError):  # a safety net: without it the run is still watched and killed
+                self.log_fd = os.open(process_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if child is not None and self.log_fd is not None:
             self._record({child.pid})  # at once: a supervisor killed before the first look still left this
 
@@ -284,7 +289,9 @@ class _Tree:
             except ChildProcessError:
                 return False
             if info is None:
-                return True
+                # A live child; one in our own session is not the run's (an nvidia-smi query stuck
+                # in the kernel, say). Looked up only in that case, so a fork chain cannot hide.
+                return not self.ignored or bool(self._own_children())
             if info.si_pid == self.child.pid:
                 self.child.wait()
             else:
@@ -292,8 +299,10 @@ class _Tree:
                     os.waitpid(info.si_pid, 0)
 
     def _own_children(self) -> list[int]:
-        me = os.getpid()
-        return [pid for pid in _proc_pids() if (stat := _stat(pid)) is not None and stat[0] == me and not stat[2]]
+        """Our live children that belong to the run (not in our session, not ignored)."""
+        me, own_sid = os.getpid(), os.getsid(0)
+        return [pid for pid in _proc_pids() if (stat := _stat(pid)) is not None and stat[0] == me and not stat[2]
+                and stat[1] != own_sid and pid not in self.ignored]
 
     def _send(self, sig: int, pids: set[int]) -> None:
         # killpg also reaches group members forked since the scan. Only while the session has
@@ -415,6 +424,10 @@ class _Usage:
         if self.gpu is not None:
             self.gpu.pids = frozenset(pids)
 
+    def gpu_children(self) -> set[int]:
+        """A query the GPU thread could not end (stuck in the kernel): never counted as the run's."""
+        return {self.gpu.query_pid} if self.gpu is not None and self.gpu.query_pid else set()
+
     def stop_gpu(self) -> None:
         """End the nvidia-smi polling (and any query in flight). Idempotent."""
         if self.gpu is not None and self.gpu_peak is _RUNNING:
@@ -449,6 +462,7 @@ class _GpuPoll:
         self.program = program
         self.pids = pids
         self.peak: float | None = None
+        self.query_pid: int | None = None  # the nvidia-smi running now, if any
         self.stop_r, self.stop_w = os.pipe()  # closing stop_w wakes the thread for good
         self.thread = threading.Thread(target=self._poll, name="ar-gpu-poll", daemon=True)
         self.thread.start()
@@ -480,6 +494,7 @@ class _GpuPoll:
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         except OSError:
             return None
+        self.query_pid = proc.pid
         output = bytearray()
         try:
             out = proc.stdout.fileno()
@@ -501,6 +516,7 @@ class _GpuPoll:
             if proc.returncode is None:
                 proc.kill()  # only this thread reaps it, so the pid cannot have been reused
                 proc.wait()
+            self.query_pid = None
             proc.stdout.close()
         return _gpu_used(bytes(output), pids | self.pids)
 

@@ -99,10 +99,10 @@ def test_messages_name_the_shim_when_ar_was_started_through_it(project: Project,
     shim = [str(bare_python), ".autoresearch/ar.py"]
     waiting = subprocess.run([*shim, "run", "--wait", "0.3"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
     assert waiting.returncode == 3
-    assert "`uv run python .autoresearch/ar.py wait`" in waiting.stdout
+    assert "`uv run python .autoresearch/ar.py wait --wait 540`" in waiting.stdout
     busy = subprocess.run([*shim, "run"], cwd=project.root, env=clean_env(), capture_output=True, text=True)
-    assert busy.returncode == 5 and "`uv run python .autoresearch/ar.py wait`" in busy.stderr
-    assert "`autoresearch wait`" in project.ar("wait", "--wait", "0.1").stdout  # started directly: the console script
+    assert busy.returncode == 5 and "`uv run python .autoresearch/ar.py wait --wait 540`" in busy.stderr
+    assert "`autoresearch wait --wait 540`" in project.ar("wait", "--wait", "0.1").stdout  # started directly: the console script
     subprocess.run([*shim, "wait"], cwd=project.root, env=clean_env(), capture_output=True, check=True)
 
 

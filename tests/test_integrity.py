@@ -648,12 +648,19 @@ def test_a_hand_damaged_log_is_rebuilt_from_the_runs(project: Project, damage):
     check_invariants(project)
 
 
-def test_a_lost_log_is_rebuilt_from_the_runs(project: Project):
+@pytest.mark.parametrize("also_state", [False, True])
+def test_a_lost_log_is_rebuilt_from_the_runs(project: Project, also_state: bool):
     good = _five_runs(project)
     (project.expr / "results.tsv").unlink()
+    if also_state:
+        (project.expr / ".ar-state.json").unlink()
     status = project.ar("status")
     assert status.returncode == 0 and "was missing; rebuilt" in status.stderr
     assert (project.expr / "results.tsv").read_text() == good
+    assert project.best()["run_id"] == "r0004"
+    project.write_train(printing("9"), note="after")
+    assert run_ok(project)[0].startswith("launched r0006")  # nothing old is replayed
+    assert project.result("r0006")["note"] == "after" and project.best()["run_id"] == "r0004"
 
 
 def test_a_live_run_is_recognised_without_its_lock_file(project: Project):
@@ -858,3 +865,30 @@ def test_a_change_to_the_projects_tracked_files_is_refused(tmp_path: Path):
     assert "git-tracked files" in line and "model.py" in line and "git checkout -- model.py" in line, line
     _git(root, "checkout", "--", "model.py")
     assert run_ok(project)[0].startswith("launched r0004")
+
+
+def test_a_commit_alone_is_no_change_to_the_project(tmp_path: Path):
+    """Committing (the experiment's files, or a host file as it stands) moves HEAD but changes no
+    content: the next run goes ahead. A commit that changes a file's content is refused."""
+    from conftest import make_project
+
+    root = tmp_path / "host"
+    root.mkdir()
+    (root / "model.py").write_text("WIDTH = 8\n")
+    (root / "notes.txt").write_text("v1\n")
+    _git(root, "init", "-q")
+    _git(root, "add", "model.py", "notes.txt")
+    _git(root, "commit", "-qm", "host")
+    (root / "notes.txt").write_text("v2, not committed yet\n")
+    project = make_project(root)
+    project.write_train(printing("1.0"), note="one")
+    run_ok(project)
+    _git(root, "add", ".autoresearch/exp/train.py", ".autoresearch/exp/results.tsv", ".autoresearch/exp/best.json", "notes.txt")
+    _git(root, "commit", "-qm", "the experiment so far")
+    project.write_train(printing("0.5"), note="two")
+    assert run_ok(project)[0].startswith("launched r0002")
+    (root / "model.py").write_text("WIDTH = 4096\n")
+    _git(root, "commit", "-qam", "the agent commits a change to the host")
+    project.write_train(printing("0.4"), note="three")
+    done = project.ar("run")
+    assert done.returncode == 1 and "model.py" in one_line(done.stderr), done.stderr

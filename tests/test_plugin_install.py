@@ -71,6 +71,7 @@ def test_plugin_from_a_git_url_holds_only_tracked_files_and_runs(tmp_path: Path,
     assert shim_status(project, env, str(bare_python)).stdout.startswith("expr exp:")
 
     # a plugin update installs a new version beside the old one: the shim follows the plugin
+    # once the new install has its runtime
     manifest = work / ".claude-plugin" / "plugin.json"
     manifest.write_text(manifest.read_text().replace('"version": "0.1.0"', '"version": "0.1.1-test"'))
     git(work, "commit", "-qam", "bump")
@@ -79,6 +80,11 @@ def test_plugin_from_a_git_url_holds_only_tracked_files_and_runs(tmp_path: Path,
     claude(exe, home, "plugin", "update", "autoresearch@autoresearch")
     updated = install_path(home)
     assert updated != installed and updated.name == "0.1.1-test"
+    stays = shim_status(project, env, str(bare_python))  # the new install has no runtime yet
+    assert stays.returncode == 0 and recorded_python(project).startswith(str(installed)), stays.stderr
+    setup_call = subprocess.run([UV, "run", "--quiet", "--no-dev", "--project", str(updated), "autoresearch", "--version"],
+                                cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert setup_call.returncode == 0, setup_call.stderr
     followed = shim_status(project, env, str(bare_python))
     assert followed.returncode == 0 and followed.stdout.startswith("expr exp:"), followed.stderr
     assert recorded_python(project).startswith(str(updated))

@@ -237,6 +237,9 @@ def _build(project: ProjectPaths, parent: ExperimentPaths, child: ExperimentPath
     except BaseException:
         shutil.rmtree(staged.dir, ignore_errors=True)
         raise
+    from ar.seal import seal
+
+    seal(child)  # from its first moment, only train.py may change
 
 
 def _write_child(parent: ExperimentPaths, staged: ExperimentPaths, session: Session, decision: dict) -> None:

@@ -22,9 +22,11 @@ def main() -> None:
     env = dict(os.environ, AR_PROJECT_ROOT=root, AR_PROJECT_PYTHON=sys.executable)
     args = sys.argv[1:]
     usable = os.access(AR_PYTHON, os.X_OK)
-    # A plugin install is left behind by an update: follow the plugin to its current install.
     plugins = plugin_installs() if not usable or in_plugin_cache(AR_SOURCE) else []
-    if usable and (not plugins or AR_SOURCE in plugins):
+    # After a plugin update, follow the plugin to its current install once that has a runtime
+    # environment (built by the setup skill's first call); until then the old one still works.
+    newer = plugins[0] if plugins and os.path.realpath(plugins[0]) != os.path.realpath(AR_SOURCE) else None
+    if usable and not (newer and os.access(os.path.join(newer, ".venv", "bin", "python"), os.X_OK)):
         os.execve(AR_PYTHON, [AR_PYTHON, "-m", "ar", *args], env)
     env["AR_SHIM_HEAL"] = "1"  # ar rewrites this file for the runtime found below
     for command in runtimes(plugins):
