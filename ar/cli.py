@@ -166,11 +166,15 @@ def tail(
 
 
 @app.command()
-def report(expr: Expr = None, json: Json = False) -> int:
+def report(
+    expr: Expr = None,
+    json: Json = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the progress into this PNG (needs the plot extra: matplotlib).")] = None,
+) -> int:
     """Bounded Markdown summary of the experiment."""
     from ar.commands.report import report_command
 
-    return report_command(expr, json)
+    return report_command(expr, json, plot)
 
 
 @app.command()

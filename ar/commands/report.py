@@ -7,6 +7,7 @@ failures, the last runs, and a 10-bucket trend of the primary metric.
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
 import orjson
 
@@ -30,10 +31,16 @@ TEXT_CHARS = 300
 CONSTRAINTS = 8  # shown of an experiment's hard constraints (each one short)
 
 
-def report_command(expr: str | None, as_json: bool) -> int:
+def report_command(expr: str | None, as_json: bool, plot: Path | None = None) -> int:
     paths = resolve_experiment(expr)
+    if plot is not None:
+        from ar.plot import write_plot
+
+        written = write_plot(paths, plot)  # first: a missing matplotlib fails before any output
     data = collect(paths)
     print(orjson.dumps(data).decode() if as_json else render(data))
+    if plot is not None and not as_json:
+        print(f"\nplot: {written}")
     return 0
 
 
