@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import REPO, Project
 
-HEAVY = ("torch", "wandb", "tensorboard", "numpy", "pydantic", "rich")
+HEAVY = ("torch", "wandb", "tensorboard", "numpy", "pydantic", "rich", "matplotlib")
 
 
 def test_top_level_manifest_equals_the_plugin_manifest() -> None:
