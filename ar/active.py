@@ -30,7 +30,8 @@ def busy_error(paths: ExperimentPaths) -> ArError:
 
 
 def process_start(pid: int) -> int | None:
-    """The start time of a live process (clock ticks since boot); None if gone or a zombie."""
+    """The start time of a live process (clock ticks since boot); None if gone or a zombie.
+    (ar.watchdog reads the same field; importing it here would cost every command.)"""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()

@@ -3,7 +3,8 @@ is always judged on its log, even when the disk fills before its result.json is 
 supervisor dies while judging it.
 
 The file is reserved when the run starts (its blocks allocated while there is room) and later
-overwritten in place: saving the outcome needs no new space on a full disk.
+overwritten in place: on filesystems that overwrite in place (ext4, xfs, tmpfs) saving the
+outcome needs no new space on a full disk; copy-on-write ones (btrfs, ZFS) may still need some.
 """
 
 from __future__ import annotations
