@@ -170,11 +170,12 @@ def report(
     expr: Expr = None,
     json: Json = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the progress into this PNG (needs the plot extra: matplotlib).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write the morning page: one self-contained HTML file.")] = None,
 ) -> int:
     """Bounded Markdown summary of the experiment."""
     from ar.commands.report import report_command
 
-    return report_command(expr, json, plot)
+    return report_command(expr, json, plot, html)
 
 
 @app.command()

@@ -31,7 +31,7 @@ TEXT_CHARS = 300
 CONSTRAINTS = 8  # shown of an experiment's hard constraints (each one short)
 
 
-def report_command(expr: str | None, as_json: bool, plot: Path | None = None) -> int:
+def report_command(expr: str | None, as_json: bool, plot: Path | None = None, page: Path | None = None) -> int:
     paths = resolve_experiment(expr)
     if plot is not None:
         from ar.plot import write_plot
@@ -41,6 +41,12 @@ def report_command(expr: str | None, as_json: bool, plot: Path | None = None) ->
     print(orjson.dumps(data).decode() if as_json else render(data))
     if plot is not None and not as_json:
         print(f"\nplot: {written}")
+    if page is not None:
+        from ar.html_report import write_html
+
+        page_written = write_html(paths, page, data)
+        if not as_json:
+            print(f"{'' if plot else chr(10)}page: {page_written}")
     return 0
 
 
