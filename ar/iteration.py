@@ -167,6 +167,10 @@ def start_run(paths: ExperimentPaths) -> RunPaths:
     run.dir.mkdir()
     try:
         shutil.copyfile(paths.train_py, run.train_py)
+        if number == 1:
+            # The baseline is what the user set up for the first run, not the scaffold it replaced:
+            # without a best, a failed run restores this, never a template.
+            write_bytes_atomic(paths.baseline_py, run.train_py.read_bytes())
         run.ckpt_dir.mkdir()  # $AR_CKPT_DIR exists from the start: train.py saves into it without a mkdir
         outcome_record.reserve(run)
     except OSError as exc:
@@ -238,7 +242,7 @@ def finalize(
         "reason": _printable(reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction)),
         "note": read_run_note(_text(run.train_py)),
         "exit_code": outcome.exit_code,
-        "train_py": "kept" if advanced else f"restored from {best['run_id'] if best else 'baseline'}",
+        "train_py": "kept" if advanced else f"restored from {best['run_id']}" if best else "restored from baseline (as set up for r0001)",
         "should_terminate": stop is not None,
         "terminated_by": stop,
         "progress": progress(session.limits(), counters),

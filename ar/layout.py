@@ -95,7 +95,7 @@ class ExperimentPaths:
         self.program_md = d / "program.md"
         self.prepare_py = d / "prepare.py"
         self.train_py = d / "train.py"
-        self.baseline_py = d / "train.py.baseline"  # the train.py `ar init` wrote: restore target before any best
+        self.baseline_py = d / "train.py.baseline"  # train.py as the first run took it: restore target before any best
         self.session = d / ".ar-session.json"  # settings, written only by `ar init` and `ar session`
         self.state = d / ".ar-state.json"  # counters after the last finished run, written only by `ar run`
         self.best = d / "best.json"

@@ -133,12 +133,18 @@ def test_ok_advance_and_revert(tmp_path: Path, direction: str, values: list[str]
 
 
 def test_revert_restores_baseline_byte_for_byte_when_no_best(project: Project) -> None:
-    # an invalid first run: there is no best, so the baseline written by `ar init` comes back
-    project.write_train("print('no metric here')\n")
+    # a failed first run leaves train.py as the user set it up (the baseline is that, not the
+    # scaffold); a failed second run without a best gets that baseline back
+    scaffold = baseline(project)
+    project.write_train("print('no metric here')\n", note="the user's own training")
+    users = project.train_py.read_bytes()
     run(project)
     assert project.best() is None
-    assert project.train_py.read_bytes() == baseline(project)
-    assert result_of(project, "r0001")["train_py"] == "restored from baseline"
+    assert project.train_py.read_bytes() == baseline(project) == users != scaffold
+    assert result_of(project, "r0001")["train_py"] == "restored from baseline (as set up for r0001)"
+    project.write_train("raise SystemExit(1)\n", note="the agent's edit")
+    run(project)
+    assert project.train_py.read_bytes() == users
 
 
 # --------------------------------------------------------------------------- ok / revert on constraints
