@@ -7,6 +7,7 @@ lock -> reconcile -> preflight -> snapshot -> detach -> launch and watch -> fina
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import signal
@@ -217,7 +218,9 @@ def finalize(
     best = load_best(paths)
     previous = {"run_id": best["run_id"], "value": best["value"]} if best else None
     hold = all(c["passed"] for c in checked)
-    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, loop.min_delta, loop.min_rel_delta)
+    unmeasured = any(c["value"] is None for c in checked)
+    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, loop.min_delta,
+                      loop.min_rel_delta, unmeasured)
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
     best_after = {"run_id": run.run_id, "value": primary} if advanced else previous
@@ -291,6 +294,10 @@ def failure_reason(outcome, decision, session: Session, primary, previous: dict 
     if status == "interrupted":
         return "stopped by the user"
     if status == "invalid":
+        missing = [c["name"] for c in checked if c["value"] is None]
+        if missing and primary is not None and math.isfinite(primary):
+            return (f"constraint metric {', '.join(missing)} never appeared (ar measures {', '.join(MEASURED)}; "
+                    "any other name must come from the training's metrics)")
         if primary is not None:
             return f"{metric} is {primary} (not finite)"
         where = f"by the {extraction.source} backend" if extraction.source != "log" else "in the run's output"

@@ -48,11 +48,14 @@ def decide(
     constraints_hold: bool,
     min_delta: float = 0.0,
     min_rel_delta: float = 0.0,
+    constraint_unmeasured: bool = False,
 ) -> Decision:
-    """run_status is the watchdog's: ok | crash | timeout | interrupted | unclean."""
+    """run_status is the watchdog's: ok | crash | timeout | interrupted | unclean.
+    constraint_unmeasured: a hard constraint names a metric the run never produced; that run is
+    invalid (a failure the breaker counts), so a limit nobody measures cannot block silently."""
     if run_status != "ok":
         return Decision(run_status, _VERDICT_OF_FAILURE[run_status], False, False)
-    if primary is None or not math.isfinite(primary):
+    if primary is None or not math.isfinite(primary) or constraint_unmeasured:
         return Decision("invalid", "revert", False, False)
     improved = is_better(primary, best, direction, min_delta, min_rel_delta)
     valid = constraints_hold

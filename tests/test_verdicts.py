@@ -173,18 +173,29 @@ def test_failed_hard_constraint_reverts_a_better_value(tmp_path: Path) -> None:
 
 
 def test_constraint_on_a_metric_that_never_appears(tmp_path: Path) -> None:
-    project = make_project(tmp_path, "--constraints", "gpu_mem_gb<=10", "--constraints", "acc>=0.5")
+    """A limit nobody measures cannot block silently: init says so, and every run is invalid (a
+    failure, so the breaker ends a loop that can never advance) with the reason."""
+    project = Project(tmp_path)
+    done = project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+                      "--seconds", "20", "--constraints", "gpu_mem_gb<=10", "--constraints", "acc>=0.5",
+                      "--constraints", "peak_rss_mb<=100000")
+    assert done.returncode == 0 and done.stdout == "exp\n"
+    notes = done.stderr.splitlines()
+    assert len(notes) == 2 and "acc" in notes[0] and "gpu_mem_gb" in notes[1] and "peak_rss_mb" in notes[0]  # named as measured
+    project.ar("session", "--max-failures", "2", check=True)
     project.write_train("print('val_loss=1.0 acc=0.9')\n")
     run(project)
     result = result_of(project, "r0001")
-    assert (result["status"], result["verdict"], result["valid"], result["improved_over_best"]) == ("ok", "revert", False, True)
-    assert result["constraints"] == [
+    assert (result["status"], result["verdict"], result["valid"], result["improved_over_best"]) == ("invalid", "revert", False, False)
+    assert result["constraints"][:2] == [
         {"name": "gpu_mem_gb", "op": "<=", "threshold": 10.0, "value": None, "passed": False},
         {"name": "acc", "op": ">=", "threshold": 0.5, "value": 0.9, "passed": True},
     ]
-    assert "gpu_mem_gb<=10" in result["reason"] and "acc" not in result["reason"]
+    assert "constraint metric gpu_mem_gb never appeared" in result["reason"] and "acc," not in result["reason"]
     assert project.best() is None
     assert_restored(project)  # the baseline
+    second = run(project)
+    assert result_of(project, "r0002")["terminated_by"] == "consecutive_failures", second.stdout
 
 
 # ------------------------------------------------------------------------------------- invalid / revert

@@ -7,6 +7,7 @@ import ast
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from ar import results_log
@@ -14,7 +15,7 @@ from ar.constraints import parse_constraint
 from ar.durable import sha256_file, write_bytes_atomic
 from ar.errors import ArError
 from ar.experiments import set_current
-from ar.iteration import utc_time
+from ar.iteration import MEASURED, utc_time
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
 from ar.metrics import BACKENDS
 from ar.metrics.custom import FUNCTION as CUSTOM_FUNCTION
@@ -91,6 +92,7 @@ def init_experiment(
     seal(paths)
     write_shim(project)
     _write_gitignore(project)
+    _warn_unmeasured(parsed, primary_metric)
     set_current(project, slug)
     return slug
 
@@ -170,6 +172,13 @@ def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: 
     save_state(staged, LoopState())
     protected = {p.name: sha256_file(p) for p in (staged.prepare_py, staged.program_md)}
     save_session(staged.session, Session(experiment._replace(protected=protected), Loop(seconds=seconds)))
+
+
+def _warn_unmeasured(constraints: list, primary_metric: str) -> None:
+    """A constraint on a name ar does not measure holds only if the training reports that name."""
+    for name in sorted({c.name for c in constraints} - set(MEASURED) - {primary_metric}):
+        print(f"ar: note: constraint metric {name} is not measured by ar ({', '.join(MEASURED)}): the training must "
+              "report it, or every run is invalid", file=sys.stderr)
 
 
 def _write_gitignore(project: ProjectPaths) -> None:
