@@ -892,3 +892,16 @@ def test_a_commit_alone_is_no_change_to_the_project(tmp_path: Path):
     project.write_train(printing("0.4"), note="three")
     done = project.ar("run")
     assert done.returncode == 1 and "model.py" in one_line(done.stderr), done.stderr
+
+
+def test_session_changes_the_runner(project: Project):
+    project.train_py.write_text("RUN_NOTE = 'args'\nimport sys\nprint('val_loss=' + ('0.5' if '--half' in sys.argv else '1.0'))\n")
+    run_ok(project)
+    shown = project.ar("session", "--runner", "{python} {train_py} --half", check=True).stdout
+    assert "runner {python} {train_py} --half" in shown.splitlines()[0]
+    assert json.loads(project.ar("session", "--json", check=True).stdout)["experiment"]["runner"] == "{python} {train_py} --half"
+    project.train_py.write_text(project.train_py.read_text().replace("'args'", "'args again'"))
+    run_ok(project)
+    assert project.result("r0002")["primary"]["value"] == 0.5
+    refused = project.ar("session", "--runner", "  ")
+    assert refused.returncode == 1 and "--runner is empty" in refused.stderr

@@ -152,3 +152,11 @@ def test_huge_lines_use_bounded_memory(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     assert scan_log(tmp_path / "nope.log") == {}
     assert scan_log(tmp_path / "nope.log", r"{name}=(\d+)", ["loss"]) == {}
+
+
+def test_quoted_values_as_transformers_5_prints_them(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    log.write_text("{'loss': '3.992', 'grad_norm': '1.25', 'learning_rate': '5e-05', 'epoch': '0.5'}\n"
+                   '{"eval_loss": "2.5", "eval_runtime": 0.1}\n')
+    assert scan_log(log) == {"loss": 3.992, "grad_norm": 1.25, "learning_rate": 5e-05, "epoch": 0.5,
+                             "eval_loss": 2.5, "eval_runtime": 0.1}

@@ -77,6 +77,10 @@ def _apply_flags(session: Session, f: dict) -> Session:
         changes["resume"] = f["resume"]
     if f["ack_baseline"]:
         changes["baseline_acknowledged"] = True
+    if f["runner"] is not None:
+        if not f["runner"].strip():
+            raise ArError("--runner is empty", "give the launch command, e.g. --runner 'torchrun --nproc-per-node 2 {train_py}'")
+        session = session._replace(experiment=session.experiment._replace(runner=f["runner"]))
     return session.with_loop(**changes) if changes else session
 
 

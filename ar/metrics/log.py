@@ -9,9 +9,10 @@ from typing import NamedTuple
 # A name is a whole token (never the tail of `xval_loss` or `--lr`): the match starts at the byte before it,
 # an ASCII byte that cannot be in a name (the scan puts a newline before the file). That positive class lets
 # the regex engine skip through words: 1.5-2x faster than a lookbehind. A quote may close the name, so JSON
-# and Python dict lines (`{"loss": 0.5}`) work too; the value stays on the same line.
+# and Python dict lines (`{"loss": 0.5}`) work too, and so does a quoted value (transformers 5 logs
+# `{'loss': '3.992'}`); the value stays on the same line.
 DEFAULT_PATTERN = (
-    r"[\x00-\x2c\x3a-\x40\x5b-\x5e\x60\x7b-\x7f](?P<name>[A-Za-z_][\w/.\-]*+)['\"]?[ \t]*+[=:][ \t]*+"
+    r"[\x00-\x2c\x3a-\x40\x5b-\x5e\x60\x7b-\x7f](?P<name>[A-Za-z_][\w/.\-]*+)['\"]?[ \t]*+[=:][ \t]*+['\"]?"
     r"(?P<value>[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?)(?!\w)))"
 )
 
