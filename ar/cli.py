@@ -117,6 +117,20 @@ def run(
 
 
 @app.command()
+def smoke(
+    expr: Expr = None,
+    seconds: Annotated[int, typer.Option(help="Stop it after this long (a long training need not finish).")] = 60,
+) -> int:
+    """Try train.py under the watchdog, recording nothing.
+
+    Says whether it started, whether the primary metric and a checkpoint appeared, and the error line of a crash.
+    """
+    from ar.commands.smoke import smoke_command
+
+    return smoke_command(expr, seconds)
+
+
+@app.command()
 def wait(
     expr: Expr = None,
     wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).", callback=_finite)] = None,

@@ -58,7 +58,7 @@ def test_healthy_project(project: Project) -> None:
     assert levels(checks, "python")[0] == ("ok", f"{sys.version.split()[0]} (ar's interpreter {sys.executable})")
     assert sys.executable in levels(checks, "project-python")[0][1]
     assert levels(checks, "torch")[0][0] == ("ok" if has_torch(sys.executable) else "warn")
-    assert levels(checks, "experiment") == [("ok", "exp (val_loss min, backend log)")]
+    assert levels(checks, "experiment") == [("ok", "exp (val_loss min, backend log); `autoresearch smoke` tries its train.py")]
     assert levels(checks, "metric-backend") == [("ok", "log: no library needed")]
     assert levels(checks, "sentinels") == [("ok", "nothing stale in 1 experiment(s)")]
     assert re.fullmatch(r"[\d.]+ GiB free at .+", levels(checks, "disk")[0][1])

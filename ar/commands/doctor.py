@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import orjson
 
-from ar.errors import ArError
+from ar.errors import ArError, as_typed
 from ar.experiments import resolve_experiment
 from ar.layout import ExperimentPaths, ProjectPaths, find_project
 
@@ -242,7 +242,8 @@ def experiment_checks(project: ProjectPaths | None, root: Path, info: dict | Non
         return [Check("FAIL", "experiment", exc.line().removeprefix("ar: "))]
     experiment = session.experiment
     return [
-        Check("ok", "experiment", f"{paths.slug} ({experiment.primary_metric} {experiment.primary_direction}, backend {experiment.metric_backend})"),
+        Check("ok", "experiment", f"{paths.slug} ({experiment.primary_metric} {experiment.primary_direction}, backend {experiment.metric_backend}); "
+              + as_typed("`ar smoke` tries its train.py")),
         check_backend(experiment.metric_backend, info),
     ]
 
