@@ -834,20 +834,26 @@ def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args], cwd=root, check=True, capture_output=True)
 
 
-def test_a_change_to_the_projects_tracked_files_is_refused(tmp_path: Path):
-    """The host project's git-tracked files are compared with how the last run left them:
-    an edit between runs is refused and named; a run's own writes and untracked outputs are not edits."""
+def _git_host(tmp_path: Path, local_change: str) -> tuple[Path, Project]:
+    """A host project in git (model.py, notes.txt committed), notes.txt changed but not committed
+    before the experiment is set up in it."""
     from conftest import make_project
 
     root = tmp_path / "host"
     root.mkdir()
     (root / "model.py").write_text("WIDTH = 8\n")
-    (root / "notes.txt").write_text("dirty before the loop started\n")
+    (root / "notes.txt").write_text("v1\n")
     _git(root, "init", "-q")
     _git(root, "add", "model.py", "notes.txt")
     _git(root, "commit", "-qm", "host")
-    (root / "notes.txt").write_text("a local change the user had already made\n")
-    project = make_project(root)
+    (root / "notes.txt").write_text(local_change)
+    return root, make_project(root)
+
+
+def test_a_change_to_the_projects_tracked_files_is_refused(tmp_path: Path):
+    """The host project's git-tracked files are compared with how the last run left them:
+    an edit between runs is refused and named; a run's own writes and untracked outputs are not edits."""
+    root, project = _git_host(tmp_path, "a local change the user had already made\n")
     # the run itself writes a tracked file and an untracked output: both are its own doing
     project.write_train("open('notes.txt', 'a').write('run\\n')\nopen('out.log', 'w').write('x')\n" + printing("1.0"), note="one")
     run_ok(project)
@@ -870,17 +876,7 @@ def test_a_change_to_the_projects_tracked_files_is_refused(tmp_path: Path):
 def test_a_commit_alone_is_no_change_to_the_project(tmp_path: Path):
     """Committing (the experiment's files, or a host file as it stands) moves HEAD but changes no
     content: the next run goes ahead. A commit that changes a file's content is refused."""
-    from conftest import make_project
-
-    root = tmp_path / "host"
-    root.mkdir()
-    (root / "model.py").write_text("WIDTH = 8\n")
-    (root / "notes.txt").write_text("v1\n")
-    _git(root, "init", "-q")
-    _git(root, "add", "model.py", "notes.txt")
-    _git(root, "commit", "-qm", "host")
-    (root / "notes.txt").write_text("v2, not committed yet\n")
-    project = make_project(root)
+    root, project = _git_host(tmp_path, "v2, not committed yet\n")
     project.write_train(printing("1.0"), note="one")
     run_ok(project)
     _git(root, "add", ".autoresearch/exp/train.py", ".autoresearch/exp/results.tsv", ".autoresearch/exp/best.json", "notes.txt")
