@@ -47,3 +47,25 @@ def test_a_steady_iteration_costs_at_most_700_bytes_of_context(tmp_path) -> None
     print(json.dumps(report))
     assert statistics.median(steady) <= BUDGET_BYTES, report
     assert max(steady) <= BUDGET_BYTES * 1.2, report
+
+
+@pytest.mark.timeout(600)
+def test_a_conversation_without_its_earlier_turns_rebuilds_from_status(tmp_path) -> None:
+    """What survives a compaction is the entry command: a fresh conversation (every earlier turn
+    dropped) gets the whole state from it and the loop goes on where it was."""
+    project = make_project(tmp_path / "proj")
+    project.train_py.write_text("RUN_NOTE = 'baseline'\nLEARNING_RATE = 0.5\nprint(f'val_loss={abs(LEARNING_RATE - 0.1) + 1:.4f}')\n")
+    first = run_claude(project.root, "/autoresearch:run exp", [
+        bash(f"{SHIM} run --wait 540 --set LEARNING_RATE=0.5 --note 'lr 0.5'"),
+        bash(f"{SHIM} run --wait 540 --set LEARNING_RATE=0.2 --note 'lr 0.2'"),
+        say("done")], env={"AR_NONINTERACTIVE": "1"}, timeout=300)
+    assert first.returncode == 0, first.explain()
+    entry = 'echo "${AR_NONINTERACTIVE:-0}"; ' + f"{SHIM} status --json"
+    second = run_claude(project.root, "/autoresearch:run exp", [
+        bash(entry), bash(f"{SHIM} run --wait 540 --set LEARNING_RATE=0.3 --note 'lr 0.3'"), say("done")],
+        env={"AR_NONINTERACTIVE": "1"}, timeout=300)
+    assert second.returncode == 0, second.explain()
+    status_text, run_text = (r.text for r in second.tool_results())
+    state = json.loads(status_text.split("\n", 1)[1])
+    assert state["expr"] == "exp" and state["runs"] == 2 and state["best"]["run_id"] == "r0002", state
+    assert run_text.startswith("launched r0003") and "restored r0002" in run_text, run_text
