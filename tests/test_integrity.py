@@ -364,7 +364,7 @@ def test_torn_results_row_is_dropped(project: Project):
 def test_second_run_is_refused_while_one_runs(project: Project):
     project.write_train(body(1.0, sleep=2), note="long")
     first = start_ar(project, "run")
-    wait_for(lambda: active(project) is not None, what=".ar-active.json")
+    wait_for(lambda: "pid" in (active(project) or {}), what="the supervisor's .ar-active.json")
 
     second = project.ar("run")
     assert first.poll() is None, "the second run must fail at once, not wait for the first"
@@ -416,7 +416,7 @@ def test_run_wait_returns_and_the_run_finishes(project: Project):
 def test_killed_client_run_is_recorded_and_wait_reattaches(project: Project):
     project.write_train(body(1.0, sleep=2), note="client killed")
     client = start_ar(project, "run")
-    wait_for(lambda: active(project) is not None, what=".ar-active.json")
+    wait_for(lambda: "pid" in (active(project) or {}), what="the supervisor's .ar-active.json")
     client.kill()
     client.communicate(timeout=10)
 
