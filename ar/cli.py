@@ -58,10 +58,14 @@ def init(
     tb_events_glob: Annotated[Optional[str], typer.Option(help="TensorBoard event files, relative to the project root; {run_dir} allowed.")] = None,
     metric_extract_code: Annotated[Optional[str], typer.Option(help="Source of extract_metrics(run_dir, log_tail) for the custom backend.")] = None,
     checkpoint_glob: Annotated[Optional[str], typer.Option(help="Checkpoint files or dirs, relative to the project root; {run_dir} allowed.")] = None,
+    launcher: Annotated[Optional[str], typer.Option(help="Build the runner for python, torchrun, accelerate or deepspeed.")] = None,
+    nproc_per_node: Annotated[int, typer.Option(help="Processes (GPUs) per run for --launcher.")] = 1,
 ) -> int:
     """Scaffold an experiment and print its slug."""
-    from ar.commands.init import init_experiment
+    from ar.commands.init import init_experiment, launcher_runner
 
+    if launcher is not None:
+        runner = launcher_runner(launcher, nproc_per_node, runner)
     print(
         init_experiment(
             Path.cwd(), expr, goal, primary_metric, primary_direction, runner, seconds, metric_backend,

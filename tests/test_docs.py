@@ -24,7 +24,7 @@ ALL_DOCS = [*AGENT_DOCS, REPO / "README.md", REPO / "BENCHMARKS.md"]
 COMMAND = re.compile(r"(?:(?<![\w/.-])(?:ar|autoresearch)|\bAR|ar\.py)\s+([a-z][a-z-]*)")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 # Flags of other tools that the docs show next to ar (uv, pytest, claude, the benchmark scripts).
-OTHER_TOOLS = {"--project", "--no-dev", "--quiet", "--compile-bytecode", "--locked", "--python", "--plugin-dir", "--strict", "--mb", "--quick", "--baseline-rev", "--files", "--repeats", "--pairs", "--untracked-files", "--version", "--help", "--debug"}
+OTHER_TOOLS = {"--project", "--no-dev", "--quiet", "--compile-bytecode", "--locked", "--python", "--plugin-dir", "--strict", "--mb", "--quick", "--baseline-rev", "--files", "--standalone", "--num_processes", "--repeats", "--pairs", "--untracked-files", "--version", "--help", "--debug"}
 
 
 def cli_flags() -> dict[str, set[str]]:

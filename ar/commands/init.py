@@ -97,6 +97,26 @@ def init_experiment(
     return slug
 
 
+# --launcher: the runner each launcher needs, all through the project's interpreter ({python}),
+# so the launcher of the project's environment runs, whatever is on PATH.
+LAUNCHERS = {
+    "python": "{python} {train_py}",
+    "torchrun": "{python} -m torch.distributed.run --standalone --nproc-per-node {n} {train_py}",
+    "accelerate": "{python} -m accelerate.commands.launch --num_processes {n} {train_py}",
+    "deepspeed": "{python} -m deepspeed.launcher.runner --num_gpus {n} {train_py}",
+}
+
+
+def launcher_runner(launcher: str, nproc_per_node: int, runner: str) -> str:
+    if launcher not in LAUNCHERS:
+        raise ArError(f"--launcher {launcher!r} is not known", f"use one of: {', '.join(LAUNCHERS)}")
+    if runner != DEFAULT_RUNNER:
+        raise ArError("--launcher and --runner both say how to launch", "give one of them")
+    if not 1 <= nproc_per_node <= 1024:
+        raise ArError(f"--nproc-per-node {nproc_per_node} is out of range", "give the processes per run, e.g. 2")
+    return LAUNCHERS[launcher].replace("{n}", str(nproc_per_node))
+
+
 def _validate(goal, metric, direction, runner, seconds, backend, log_pattern) -> None:
     if not goal.strip():
         raise ArError("--goal is empty", "say what the experiment should achieve, e.g. --goal 'lower val_loss'")
