@@ -27,8 +27,6 @@ def busy_error(paths: ExperimentPaths) -> ArError:
     return ArError(f"{what} of '{paths.slug}' is still running", "re-attach with `ar wait --wait 540`, or interrupt it with `ar stop`", EXIT_BUSY)
 
 
-
-
 def process_start(pid: int) -> int | None:
     """The start time of a live process (clock ticks since boot); None if gone or a zombie.
     (ar.watchdog reads the same field; importing it here would cost every command.)"""

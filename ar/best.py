@@ -50,16 +50,24 @@ def restore_source(paths: ExperimentPaths, best: dict | None) -> Path:
 TRAIN_PY_MAX_BYTES = 4 << 20  # a training script, not data: bounds every snapshot and comparison
 
 
-def train_py_bytes(path: Path) -> bytes | None:
-    """The content of a regular train.py of sane size; None for anything else, which is never
-    read (a symlink to /dev/zero, a FIFO, a directory)."""
+def train_py_problem(path: Path) -> str | None:
+    """Why path is no train.py to read or snapshot ("is missing", "is a symlink, ..."); None when
+    it is a regular file of sane size. Anything else is never opened (a symlink to /dev/zero)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        return None
-    if not stat.S_ISREG(info.st_mode) or info.st_size > TRAIN_PY_MAX_BYTES:
-        return None
-    return path.read_bytes()
+        return "is missing"
+    if not stat.S_ISREG(info.st_mode):
+        kind = "symlink" if stat.S_ISLNK(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode) else "special file"
+        return f"is a {kind}, not a regular file"
+    if info.st_size > TRAIN_PY_MAX_BYTES:
+        return f"is {info.st_size / (1 << 20):.1f} MiB (the limit is {TRAIN_PY_MAX_BYTES >> 20} MiB)"
+    return None
+
+
+def train_py_bytes(path: Path) -> bytes | None:
+    """The content of a sane train.py; None for anything train_py_problem refuses."""
+    return None if train_py_problem(path) else path.read_bytes()
 
 
 def restore_train_py(paths: ExperimentPaths, best: dict | None) -> bool:

@@ -87,7 +87,11 @@ except ImportError:  # Python 3.12+ names it _sha2
 
 
 def sha256_file(path: Path) -> str:
-    return sha256(path.read_bytes()).hexdigest()
+    digest = sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):  # bounded memory for a file of any size
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove_temp_files(directory: Path) -> None:

@@ -11,12 +11,11 @@ import math
 import os
 import shutil
 import signal
-import stat
 import time
 
 from ar import chain, launch, lines, outcome_record, supervisor
 from ar.active import busy_error, record_owner
-from ar.best import TRAIN_PY_MAX_BYTES, best_value, load_best
+from ar.best import best_value, load_best, train_py_problem
 from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
 from ar.durable import read_json, sha256_file, write_bytes_atomic, write_json_atomic
@@ -117,18 +116,12 @@ _TERMINATED_HINTS = {
 
 def check_train_py(paths: ExperimentPaths) -> None:
     """Only a regular file of sane size is snapshotted (a symlink to /dev/zero would fill the disk)."""
-    name = paths.relative(paths.train_py)
-    fix = "put the training script back as a regular file; `ar session --resume revert-best` restores the best one"
-    try:
-        info = os.lstat(paths.train_py)
-    except FileNotFoundError:
-        raise ArError(f"{name} is missing", fix) from None
-    if not stat.S_ISREG(info.st_mode):
-        kind = "symlink" if stat.S_ISLNK(info.st_mode) else "directory" if stat.S_ISDIR(info.st_mode) else "special file"
-        raise ArError(f"{name} is a {kind}, not a regular file", fix)
-    if info.st_size > TRAIN_PY_MAX_BYTES:
-        raise ArError(f"{name} is {info.st_size / (1 << 20):.1f} MiB (the limit is {TRAIN_PY_MAX_BYTES >> 20} MiB)",
-                      "keep data and weights out of train.py: load them from files")
+    problem = train_py_problem(paths.train_py)
+    if problem is None:
+        return
+    fix = ("keep data and weights out of train.py: load them from files" if "MiB" in problem
+           else "put the training script back as a regular file; `ar session --resume revert-best` restores the best one")
+    raise ArError(f"{paths.relative(paths.train_py)} {problem}", fix)
 
 
 def set_knobs(paths: ExperimentPaths, settings: dict, note: str | None) -> None:

@@ -7,6 +7,7 @@ replaces it; everything else in the file (comments on the line included) stays b
 
 from __future__ import annotations
 
+import ast  # this module is imported only when --set or --note is given
 import re
 
 from ar.errors import ArError
@@ -16,8 +17,6 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def parse_settings(pairs: list[str]) -> dict[str, object]:
     """NAME=VALUE strings to {NAME: value}; VALUE must be a Python literal."""
-    import ast
-
     settings: dict[str, object] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
@@ -35,8 +34,6 @@ def parse_settings(pairs: list[str]) -> dict[str, object]:
 
 def apply_settings(source: str, settings: dict[str, object], note: str | None) -> str:
     """The source with each named constant's value (and RUN_NOTE, when note is given) replaced."""
-    import ast
-
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
@@ -61,7 +58,7 @@ def apply_settings(source: str, settings: dict[str, object], note: str | None) -
         if node is None:
             if name == "RUN_NOTE":
                 continue  # added on top below
-            knobs = [t for n in tree.body if (t := _assignment(n)[0]) and _literal(_assignment(n)[1])]
+            knobs = [name for name, value in map(_assignment, tree.body) if name and _literal(value)]
             raise ArError(f"train.py has no top-level constant {name}",
                           f"use one of: {', '.join(knobs[:12]) or 'none'}; change code with an edit")
         if not _literal(node):
@@ -78,8 +75,6 @@ def apply_settings(source: str, settings: dict[str, object], note: str | None) -
 
 
 def _assignment(node) -> tuple[str | None, object]:
-    import ast
-
     if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
         return node.targets[0].id, node.value
     if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
@@ -88,8 +83,6 @@ def _assignment(node) -> tuple[str | None, object]:
 
 
 def _literal(node) -> bool:
-    import ast
-
     try:
         ast.literal_eval(node)
         return True

@@ -21,11 +21,17 @@ def format_run_id(number: int) -> str:
     return f"r{number:04d}"
 
 
-def parse_run_id(run_id: str) -> int:
+def run_number(run_id: str) -> int | None:
+    """The number of a run id (r0042 -> 42); None for anything else (a damaged row, a stray name)."""
     match = RUN_ID_RE.fullmatch(run_id)
-    if not match:
+    return int(match.group(1)) if match else None
+
+
+def parse_run_id(run_id: str) -> int:
+    number = run_number(run_id)
+    if number is None:
         raise ArError(f"'{run_id}' is not a run id", "run ids look like r0001")
-    return int(match.group(1))
+    return number
 
 
 def check_slug(slug: str) -> str:

@@ -11,7 +11,6 @@ from ar.best import load_best, restore_train_py
 from ar.checkpoints import discard, promote
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths, parse_run_id
-from ar.seal import seal
 from ar.state import after_run, load_state, save_state
 
 
@@ -31,6 +30,8 @@ def apply_result(paths: ExperimentPaths, result: dict) -> None:
     if state.last_run < parse_run_id(result["run_id"]):
         value = result["primary"]["value"]
         save_state(paths, after_run(state, result["run_id"], result["status"], result["verdict"], value))
+    from ar.seal import seal  # here: only a command that records a run pays for importing git's caller
+
     seal(paths)
 
 

@@ -15,7 +15,7 @@ from ar.active import busy_error, live_owner
 from ar.best import promote_best
 from ar.checkpoints import best_pointer, settle
 from ar.durable import read_json, read_json_or_none, remove_temp_files, write_bytes_atomic
-from ar.layout import ExperimentPaths, format_run_id
+from ar.layout import ExperimentPaths, format_run_id, run_number
 from ar.record import apply_result
 from ar.state import LoopState, after_run, rebuild_state, results_size, save_state, stored_state
 from ar.wipe import finish_wipe
@@ -62,12 +62,12 @@ def _state_matching_results(paths: ExperimentPaths) -> LoopState:
     state = stored_state(paths)
     size = results_size(paths)
     last = results_log.tail_lines(paths.results, 1)
-    last_run = results_log.run_number(last[0].split("\t", 1)[0]) if last else 0
+    last_run = run_number(last[0].split("\t", 1)[0]) if last else 0
     if state is not None and state.results_bytes == size and last_run == state.last_run:
         return state  # the usual case: a stat and the log's last line agree with the counters
     if state is not None and state.results_bytes is not None and last and size == state.results_bytes + len(last[0].encode()) + 1:
         row = results_log.parse_row(last[0])
-        if results_log.run_number(row["run_id"]) == state.last_run + 1:
+        if run_number(row["run_id"]) == state.last_run + 1:
             # killed between appending the row and saving the counters
             state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
             save_state(paths, state)
@@ -81,13 +81,13 @@ def _rebuild_from_runs(paths: ExperimentPaths, stored: LoopState | None) -> Loop
     the journal: the log is rebuilt from them, and a log that differed is set aside, named."""
     kept: dict[int, str] = {}  # parseable rows of runs without a result.json stay as they are
     for line in results_log.data_lines(paths.results):
-        number = results_log.run_number(line.split("\t", 1)[0])
+        number = run_number(line.split("\t", 1)[0])
         if number is not None:
             kept[number] = line
     results = {}
     if paths.runs.is_dir():
         for entry in os.scandir(paths.runs):
-            number = results_log.run_number(entry.name)
+            number = run_number(entry.name)
             result = read_json_or_none(paths.run(entry.name).result) if number is not None else None
             if isinstance(result, dict) and result.get("run_id") == entry.name:
                 results[number] = result

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ar.durable import append_line
-from ar.layout import RUN_ID_RE
+from ar.layout import run_number
 
 COLUMNS = ("run_id", "started_at", "wall_s", "status", "verdict", "metric", "value", "valid", "improved", "note")
 HEADER = "\t".join(COLUMNS)
@@ -102,12 +102,6 @@ def tail_lines(path: Path, n: int) -> list[str]:
 
 def tail_rows(path: Path, n: int) -> list[dict]:
     return [parse_row(line) for line in tail_lines(path, n)]
-
-
-def run_number(run_id: str) -> int | None:
-    """The number of a run id (r0042 -> 42); None for anything else (a damaged row)."""
-    match = RUN_ID_RE.fullmatch(run_id)
-    return int(match.group(1)) if match else None
 
 
 def data_lines(path: Path) -> Iterator[str]:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ar.durable import read_json_or_none, sha256, write_json_atomic
+from ar.durable import read_json_or_none, sha256_file, write_json_atomic
 from ar.errors import ArError
 from ar.layout import STATE_DIR, ExperimentPaths
 from ar.state import load_state
@@ -38,14 +38,10 @@ def _digest(path: Path) -> str | None:
         return None
     if not stat.S_ISREG(info.st_mode):
         return f"not a file: mode {info.st_mode:o}"
-    digest = sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError:
         return f"unreadable: {info.st_size} bytes, mtime {info.st_mtime_ns}"
-    return digest.hexdigest()
 
 
 def fingerprint(paths: ExperimentPaths) -> dict:

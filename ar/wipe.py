@@ -16,7 +16,6 @@ from ar.best import restore_train_py
 from ar.durable import write_json_atomic
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths
-from ar.seal import seal
 from ar.state import LoopState, save_state
 
 
@@ -41,6 +40,8 @@ def finish_wipe(paths: ExperimentPaths) -> None:
         paths.runs.mkdir(exist_ok=True)
         results_log.create(paths.results)
         save_state(paths, LoopState())
+        from ar.seal import seal  # here: the repair of every command imports this module
+
         seal(paths)
         paths.wipe_marker.unlink()
     if trash.exists():

@@ -38,15 +38,15 @@ def report_command(expr: str | None, as_json: bool, plot: Path | None = None, pa
 
         written = write_plot(paths, plot)  # first: a missing matplotlib fails before any output
     data = collect(paths)
-    print(orjson.dumps(data).decode() if as_json else render(data))
-    if plot is not None and not as_json:
-        print(f"\nplot: {written}")
+    files = [f"plot: {written}"] if plot is not None else []
     if page is not None:
         from ar.html_report import write_html
 
-        page_written = write_html(paths, page, data)
-        if not as_json:
-            print(f"{'' if plot else chr(10)}page: {page_written}")
+        files.append(f"page: {write_html(paths, page, data)}")
+    text = orjson.dumps(data).decode() if as_json else render(data)
+    if files and not as_json:
+        text += "\n\n" + "\n".join(files)
+    print(text)
     return 0
 
 

@@ -49,9 +49,7 @@ def _apply_flags(session: Session, f: dict) -> Session:
     for flag, key in (("seconds", "seconds"), ("max_runs", "max_runs"), ("plateau", "plateau"), ("max_failures", "max_failures"), ("chain_max", "chain_max")):
         if f[key] is not None:
             changes[key] = _positive(flag.replace("_", "-"), f[key], MAX_SECONDS if key == "seconds" else None)
-    if f["threshold"] is not None:
-        if not math.isfinite(f["threshold"]):
-            raise ArError(f"--threshold {f['threshold']} is not a finite number", "give the target value of the primary metric")
+    if f["threshold"] is not None:  # finite: the CLI refuses NaN and inf for every float flag
         changes["threshold"] = f["threshold"]
     for key, upper in (("min_delta", math.inf), ("min_rel_delta", 1.0)):
         value = f[key]
