@@ -58,6 +58,8 @@ def init(
     tb_events_glob: Annotated[Optional[str], typer.Option(help="TensorBoard event files, relative to the project root; {run_dir} allowed.")] = None,
     metric_extract_code: Annotated[Optional[str], typer.Option(help="Source of extract_metrics(run_dir, log_tail) for the custom backend.")] = None,
     checkpoint_glob: Annotated[Optional[str], typer.Option(help="Checkpoint files or dirs, relative to the project root; {run_dir} allowed.")] = None,
+    metrics_glob: Annotated[Optional[str], typer.Option(help="trainer_state.json / metrics.csv files for hf-trainer, lightning-csv; {run_dir} allowed.")] = None,
+    mlflow_tracking_uri: Annotated[Optional[str], typer.Option(help="The MLflow store the training logs to (sqlite:///... or http://...).")] = None,
     launcher: Annotated[Optional[str], typer.Option(help="Build the runner for python, torchrun, accelerate or deepspeed.")] = None,
     nproc_per_node: Annotated[int, typer.Option(help="Processes (GPUs) per run for --launcher.")] = 1,
 ) -> int:
@@ -70,6 +72,7 @@ def init(
         init_experiment(
             Path.cwd(), expr, goal, primary_metric, primary_direction, runner, seconds, metric_backend,
             constraints, mutation_scope, log_pattern, tb_events_glob, metric_extract_code, checkpoint_glob,
+            metrics_glob=metrics_glob, mlflow_tracking_uri=mlflow_tracking_uri,
         )
     )
     return 0

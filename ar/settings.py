@@ -36,10 +36,14 @@ class Experiment(NamedTuple):
     metric_backend: str = "log"
     log_pattern: str | None = None
     tb_events_glob: str | None = None  # relative to the project root; {run_dir} is the run's directory
+    metrics_glob: str | None = None  # hf-trainer / lightning-csv: trainer_state.json or metrics.csv files, as above
+    mlflow_tracking_uri: str | None = None  # mlflow: the store the training logs to (else $MLFLOW_TRACKING_URI, else the default)
     checkpoint_glob: str | None = None  # relative to the project root; {run_dir} allowed; else <run dir>/ckpt
     parent_slug: str | None = None  # chain children: the experiment this one follows
     parent_ckpt: str | None = None  # chain children: the parent's checkpoint, given to every run
     constraints: tuple[str, ...] = ()
+    entry_pattern: str | None = None  # how train.py drives the host: argparse-cli, hydra, function, script (None: hand-written/example)
+    entry: str | None = None  # the host's script (relative to the project root) or module:function
     mutation_scope: str = ""
     created_at: str = ""
     protected: dict = {}  # file name -> sha256 at init (prepare.py, program.md); never mutated

@@ -100,6 +100,28 @@ def torch_python() -> Path:
     return stack_python("torch", ["torch==2.13.0"])
 
 
+# The real stacks the host projects under tests/hosts/ train with (pinned: their file formats are what
+# the backends read). One environment for all of them, built once per machine.
+HOST_STACK = [
+    "torch==2.13.0",
+    "transformers==5.24.0",
+    "accelerate==1.15.0",
+    "lightning==2.6.6",
+    "hydra-core==1.3.8",
+    "mlflow==3.17.2",
+    "tensorboard==2.21.0",
+    "wandb==0.31.0",
+]
+
+
+@pytest.fixture(scope="session")
+def hosts_python() -> Path:
+    """An interpreter with the host projects' stacks: transformers, accelerate, lightning, hydra, mlflow."""
+    from stack_env import stack_python
+
+    return stack_python("hosts", HOST_STACK)
+
+
 def run_python(python: Path, code: str, *args: str) -> str:
     """stdout of `code` run by another interpreter (a host environment); fails the test on error."""
     done = subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, timeout=300)

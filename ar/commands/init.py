@@ -56,12 +56,15 @@ def init_experiment(
     tb_events_glob: str | None = None,
     metric_extract_code: str | None = None,
     checkpoint_glob: str | None = None,
+    *,
+    metrics_glob: str | None = None,
+    mlflow_tracking_uri: str | None = None,
 ) -> str:
     project = ProjectPaths(root.resolve())
     paths = project.experiment(check_slug(slug))
     parsed = [parse_constraint(c) for c in constraints or []]
     _validate(goal, primary_metric, primary_direction, runner, seconds, metric_backend, log_pattern)
-    _validate_backend_options(metric_backend, tb_events_glob, metric_extract_code)
+    _validate_backend_options(metric_backend, tb_events_glob, metric_extract_code, metrics_glob, mlflow_tracking_uri)
     if checkpoint_glob is not None and not checkpoint_glob.strip():
         raise ArError("--checkpoint-glob is empty", "e.g. --checkpoint-glob 'checkpoints/*.pt', or omit it and save to $AR_CKPT_DIR")
     if paths.dir.exists():
@@ -75,6 +78,8 @@ def init_experiment(
         metric_backend=metric_backend,
         log_pattern=log_pattern,
         tb_events_glob=tb_events_glob,
+        metrics_glob=metrics_glob,
+        mlflow_tracking_uri=mlflow_tracking_uri,
         checkpoint_glob=checkpoint_glob,
         constraints=tuple(str(c) for c in parsed),
         mutation_scope=mutation_scope or "anything in train.py: model, optimiser, schedule, hyperparameters",
@@ -142,9 +147,13 @@ def _validate(goal, metric, direction, runner, seconds, backend, log_pattern) ->
         )
 
 
-def _validate_backend_options(backend: str, tb_events_glob: str | None, code: str | None) -> None:
+def _validate_backend_options(backend: str, tb_events_glob: str | None, code: str | None, metrics_glob: str | None, mlflow_uri: str | None) -> None:
     if tb_events_glob is not None and (not tb_events_glob.strip() or backend not in ("tensorboard", "auto")):
         raise ArError("--tb-events-glob needs --metric-backend tensorboard or auto, and a pattern", "e.g. --tb-events-glob 'runs/**/events.out.tfevents.*'")
+    if metrics_glob is not None and (not metrics_glob.strip() or backend not in ("hf-trainer", "lightning-csv", "auto")):
+        raise ArError("--metrics-glob needs --metric-backend hf-trainer, lightning-csv or auto, and a pattern", "e.g. --metrics-glob 'logs/**/metrics.csv'")
+    if mlflow_uri is not None and (not mlflow_uri.strip() or backend not in ("mlflow", "auto")):
+        raise ArError("--mlflow-tracking-uri needs --metric-backend mlflow or auto, and a URI", "e.g. --mlflow-tracking-uri sqlite:///mlflow.db")
     if (code is not None) != (backend == "custom"):
         raise ArError(
             "--metric-backend custom and --metric-extract-code go together",
