@@ -60,6 +60,10 @@ def init(
     checkpoint_glob: Annotated[Optional[str], typer.Option(help="Checkpoint files or dirs, relative to the project root; {run_dir} allowed.")] = None,
     metrics_glob: Annotated[Optional[str], typer.Option(help="trainer_state.json / metrics.csv files for hf-trainer, lightning-csv; {run_dir} allowed.")] = None,
     mlflow_tracking_uri: Annotated[Optional[str], typer.Option(help="The MLflow store the training logs to (sqlite:///... or http://...).")] = None,
+    entry: Annotated[Optional[str], typer.Option(help="Your training: a script, a module, or module:function.")] = None,
+    entry_pattern: Annotated[Optional[str], typer.Option(help="How train.py drives it: argparse-cli, hydra, function or script (detected).")] = None,
+    cli_args_json: Annotated[Optional[str], typer.Option(help="Fixed arguments: a JSON list or object (hydra: overrides; function: kwargs).")] = None,
+    example: Annotated[bool, typer.Option("--example", help="Write the toy demo train.py instead of driving your code.")] = False,
     launcher: Annotated[Optional[str], typer.Option(help="Build the runner for python, torchrun, accelerate or deepspeed.")] = None,
     nproc_per_node: Annotated[int, typer.Option(help="Processes (GPUs) per run for --launcher.")] = 1,
 ) -> int:
@@ -73,6 +77,7 @@ def init(
             Path.cwd(), expr, goal, primary_metric, primary_direction, runner, seconds, metric_backend,
             constraints, mutation_scope, log_pattern, tb_events_glob, metric_extract_code, checkpoint_glob,
             metrics_glob=metrics_glob, mlflow_tracking_uri=mlflow_tracking_uri,
+            entry=entry, entry_pattern=entry_pattern, cli_args_json=cli_args_json, example=example,
         )
     )
     return 0

@@ -48,6 +48,8 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AR_")}  # never inherit stale AR_* values
     env.setdefault("PYTHONUNBUFFERED", "1")  # metrics reach run.log even when the run is killed
     env.setdefault("WANDB_DIR", str(run.dir.resolve()))  # this run's wandb files, found without guessing
+    # The project's own modules import from train.py as from a script at the project root.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(paths.root.resolve()), env.get("PYTHONPATH"))))
     if session.experiment.parent_ckpt:
         env["AR_PARENT_CKPT"] = str((paths.root / session.experiment.parent_ckpt).resolve())
     env.update(

@@ -47,7 +47,7 @@ def main() -> None:
             path = root / f"pkg{i % 100}" / f"mod{i}.py"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"X = {i}\n")
-        subprocess.run([sys.executable, "-m", "ar", "init", "--expr", "bench", "--goal", "b", "--primary-metric", "val_loss",
+        subprocess.run([sys.executable, "-m", "ar", "init", "--example", "--expr", "bench", "--goal", "b", "--primary-metric", "val_loss",
                         "--primary-direction", "min"], cwd=root, check=True, capture_output=True)
         paths = ExperimentPaths(root, "bench")
         no_git = median_ms(lambda: fingerprint(paths), args.repeats)

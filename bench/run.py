@@ -49,7 +49,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, int, bytes]:
 
 
 def init(root: Path) -> Path:
-    subprocess.run([*AR, "init", "--expr", "bench", "--goal", "bench", "--primary-metric", "val_loss",
+    subprocess.run([*AR, "init", "--example", "--expr", "bench", "--goal", "bench", "--primary-metric", "val_loss",
                     "--primary-direction", "min", "--seconds", "60"], cwd=root, env=env(), check=True, capture_output=True)
     subprocess.run([*AR, "session", "--unlimited", "--max-failures", "1000"], cwd=root, env=env(), check=True, capture_output=True)
     return root / ".autoresearch" / "bench"

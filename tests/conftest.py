@@ -66,7 +66,7 @@ class Project:
 def make_project(root: Path, *init_args: str, slug: str = "exp") -> Project:
     root.mkdir(parents=True, exist_ok=True)
     project = Project(root, slug)
-    args = ["init", "--expr", slug, "--goal", "test goal", "--primary-metric", "val_loss", "--primary-direction", "min", "--seconds", "20"]
+    args = ["init", "--example", "--expr", slug, "--goal", "test goal", "--primary-metric", "val_loss", "--primary-direction", "min", "--seconds", "20"]
     project.ar(*args, *init_args, check=True)
     return project
 

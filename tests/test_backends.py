@@ -27,7 +27,7 @@ print("done")
 
 def custom_project(tmp_path: Path, code: str = EXTRACT) -> Project:
     project = Project(tmp_path)
-    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+    project.ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
                "--metric-backend", "custom", "--metric-extract-code", code, check=True)
     return project
 
@@ -75,14 +75,14 @@ def test_custom_function_returning_non_numbers(tmp_path: Path) -> None:
     ],
 )
 def test_backend_options_are_validated_before_anything_is_created(tmp_path: Path, args: list[str], message: str) -> None:
-    done = Project(tmp_path).ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min", *args)
+    done = Project(tmp_path).ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min", *args)
     assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / ".autoresearch").exists()
 
 
 def test_auto_falls_back_to_the_log(tmp_path: Path) -> None:
     project = Project(tmp_path)
-    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+    project.ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
                "--metric-backend", "auto", check=True)
     project.write_train(printing("0.5"))
     project.ar("run", check=True)
@@ -92,7 +92,7 @@ def test_auto_falls_back_to_the_log(tmp_path: Path) -> None:
 
 def test_measured_metrics_and_constraints_on_them(tmp_path: Path) -> None:
     project = Project(tmp_path)
-    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+    project.ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
                "--constraints", "wall_seconds<=60", "--constraints", "peak_rss_mb<=100", check=True)
     project.write_train("import time\nblob = bytearray(50 << 20)\nfor i in range(0, len(blob), 4096):\n    blob[i] = 1\n"
                         "time.sleep(0.5)\nprint('val_loss=1.0')\n", note="small")
@@ -144,7 +144,7 @@ run.finish()
 
 def test_wandb_backend_end_to_end(tmp_path: Path) -> None:
     project = Project(tmp_path)
-    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+    project.ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
                "--metric-backend", "wandb", "--constraints", "eval.top1>=0.3", check=True)
     project.write_train(WANDB_TRAIN)
     env = clean_env(WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp_path / "cfg"), WANDB_CACHE_DIR=str(tmp_path / "cache"))
@@ -168,7 +168,7 @@ files.mkdir(parents=True)
 
 def test_truncated_wandb_summary_gives_a_clear_reason(tmp_path: Path) -> None:
     project = Project(tmp_path)
-    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+    project.ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
                "--metric-backend", "wandb", check=True)
     project.write_train(BROKEN_SUMMARY)
     done = project.ar("run", check=True)
@@ -191,7 +191,7 @@ writer.close()
 
 def test_tensorboard_backend_end_to_end(tmp_path: Path) -> None:
     project = Project(tmp_path)
-    project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val/loss", "--primary-direction", "min",
+    project.ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val/loss", "--primary-direction", "min",
                "--metric-backend", "auto", check=True)
     project.write_train(TENSORBOARD_TRAIN)
     done = project.ar("run", timeout=180)

@@ -96,7 +96,7 @@ ODD_GOAL = 'say "hi" it\'s a \\ back\\slash\nsecond line\ttab """ \'\'\' ünïc�
     ids=["plain", "path-like", "quotes-backslash", "unicode", "placeholder-like"],
 )
 def test_init_with_odd_goal_and_metric_names(tmp_path: Path, metric: str, extra: list[str]) -> None:
-    done = ar_in(tmp_path, "init", "--expr", "odd", "--goal", ODD_GOAL, "--primary-metric", metric,
+    done = ar_in(tmp_path, "init", "--example", "--expr", "odd", "--goal", ODD_GOAL, "--primary-metric", metric,
                  "--primary-direction", "max", "--mutation-scope", 'only "lr" \\ ünï', *extra)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "odd"
@@ -122,7 +122,7 @@ def test_init_with_odd_goal_and_metric_names(tmp_path: Path, metric: str, extra:
 
 @pytest.mark.parametrize("metric", ["val loss", "acc@1", "ünï", "loss_ü", "it's", "-loss", "1loss"])
 def test_metric_name_the_default_pattern_cannot_match_is_refused(tmp_path: Path, metric: str) -> None:
-    done = ar_in(tmp_path, "init", "--expr", "m", "--goal", "g", "--primary-metric", metric, "--primary-direction", "min")
+    done = ar_in(tmp_path, "init", "--example", "--expr", "m", "--goal", "g", "--primary-metric", metric, "--primary-direction", "min")
     assert_one_line_error(done, "--log-pattern")
     assert list(tmp_path.iterdir()) == []  # not even .autoresearch/
 
@@ -154,7 +154,7 @@ def test_metric_name_the_default_pattern_cannot_match_is_refused(tmp_path: Path,
 )
 def test_invalid_init_input_is_one_line_and_leaves_nothing(project: Project, tmp_path: Path, changes: dict) -> None:
     args = {"--expr": "new-one", "--goal": "g", "--primary-metric": "val_loss", "--primary-direction": "min", **changes}
-    flat = [item for pair in args.items() for item in pair]
+    flat = [item for pair in args.items() for item in pair] + ["--example"]
 
     before = tree(project.root)
     assert_one_line_error(project.ar("init", *flat))

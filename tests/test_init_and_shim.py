@@ -36,7 +36,7 @@ def test_init_is_valid_for_any_goal_and_metric_text(tmp_path: Path) -> None:
     goal = 'it\'s a "goal" with \\backslashes\\, a\nnewline, ünïcødé 🚀 and """triple""" quotes'
     metric = 'val"loss\'ü\\x'
     project = Project(tmp_path)
-    project.ar("init", "--expr", "exp", "--goal", goal, "--primary-metric", metric, "--primary-direction", "max",
+    project.ar("init", "--example", "--expr", "exp", "--goal", goal, "--primary-metric", metric, "--primary-direction", "max",
                "--log-pattern", "{name}=(?P<value>\\S+)", check=True)
     for name in ("train.py", "prepare.py"):
         compile((project.expr / name).read_text(encoding="utf-8"), name, "exec")

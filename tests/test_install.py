@@ -123,7 +123,7 @@ def recorded_python(project: Path) -> str:
 
 
 def init_args(slug: str = "exp") -> list[str]:
-    return ["init", "--expr", slug, "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min"]
+    return ["init", "--example", "--expr", slug, "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min"]
 
 
 def test_tool_install_names_only_autoresearch_and_the_shim_follows_a_reinstall(clone: Path, tmp_path: Path, bare_python: Path) -> None:

@@ -28,7 +28,7 @@ dist.destroy_process_group()
 
 
 def init(root: Path, *extra: str) -> subprocess.CompletedProcess:
-    return Project(root).ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss",
+    return Project(root).ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss",
                             "--primary-direction", "min", *extra)
 
 

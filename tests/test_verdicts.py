@@ -176,7 +176,7 @@ def test_constraint_on_a_metric_that_never_appears(tmp_path: Path) -> None:
     """A limit nobody measures cannot block silently: init says so, and every run is invalid (a
     failure, so the breaker ends a loop that can never advance) with the reason."""
     project = Project(tmp_path)
-    done = project.ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
+    done = project.ar("init", "--example", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min",
                       "--seconds", "20", "--constraints", "gpu_mem_gb<=10", "--constraints", "acc>=0.5",
                       "--constraints", "peak_rss_mb<=100000")
     assert done.returncode == 0 and done.stdout == "exp\n"

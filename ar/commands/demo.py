@@ -35,7 +35,7 @@ STEPS = [
 def demo_command(directory: Path | None) -> int:
     root = _project_dir(directory)
     print(f"demo project: {root}")
-    _ar(root, "init", "--expr", SLUG, "--goal", "lower the validation loss of a small regression model",
+    _ar(root, "init", "--example", "--expr", SLUG, "--goal", "lower the validation loss of a small regression model",
         "--primary-metric", "val_loss", "--primary-direction", "min", "--seconds", "30")
     _ar(root, "session", "--max-runs", "20", "--plateau", "5", "--ack-baseline")
     train_py = root / ".autoresearch" / SLUG / "train.py"

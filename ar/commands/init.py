@@ -59,6 +59,10 @@ def init_experiment(
     *,
     metrics_glob: str | None = None,
     mlflow_tracking_uri: str | None = None,
+    entry: str | None = None,
+    entry_pattern: str | None = None,
+    cli_args_json: str | None = None,
+    example: bool = False,
 ) -> str:
     project = ProjectPaths(root.resolve())
     paths = project.experiment(check_slug(slug))
@@ -69,6 +73,9 @@ def init_experiment(
         raise ArError("--checkpoint-glob is empty", "e.g. --checkpoint-glob 'checkpoints/*.pt', or omit it and save to $AR_CKPT_DIR")
     if paths.dir.exists():
         raise ArError(f"experiment '{slug}' already exists ({paths.dir})", "choose another --expr slug")
+    host, train_py = _scaffold(project.root, entry, entry_pattern, cli_args_json, example, primary_metric, primary_direction)
+    if host is not None and checkpoint_glob is None:
+        checkpoint_glob = train_py.checkpoint_glob
     experiment = Experiment(
         slug=slug,
         goal=goal,
@@ -82,6 +89,8 @@ def init_experiment(
         mlflow_tracking_uri=mlflow_tracking_uri,
         checkpoint_glob=checkpoint_glob,
         constraints=tuple(str(c) for c in parsed),
+        entry_pattern=host.pattern if host else None,
+        entry=host.entry if host else None,
         mutation_scope=mutation_scope or "anything in train.py: model, optimiser, schedule, hyperparameters",
         created_at=utc_time(),
     )
@@ -89,7 +98,7 @@ def init_experiment(
     staged = ExperimentPaths(project.root, slug, project.state_dir / f".init-{slug}-{os.getpid()}")
     shutil.rmtree(staged.dir, ignore_errors=True)
     try:
-        _write_experiment(staged, experiment, seconds, metric_extract_code)
+        _write_experiment(staged, experiment, seconds, metric_extract_code, train_py.train_py)
         os.rename(staged.dir, paths.dir)  # the experiment appears whole or not at all
     except BaseException:
         shutil.rmtree(staged.dir, ignore_errors=True)
@@ -173,7 +182,24 @@ def _validate_backend_options(backend: str, tb_events_glob: str | None, code: st
         )
 
 
-def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: int, extract_code: str | None) -> None:
+def _scaffold(root: Path, entry, pattern, cli_args_json, example: bool, metric: str, direction: str):
+    """(the host entry or None, the train.py to write): the host's pattern, or the toy example."""
+    from ar.entry_patterns import Scaffold, resolve, scaffold
+
+    if example:
+        if entry is not None or pattern is not None or cli_args_json is not None:
+            raise ArError("--example writes the toy demo, which takes no --entry, --entry-pattern or --cli-args-json", "drop --example to drive your own training")
+        return None, Scaffold(render("train.py", {"METRIC": repr(metric), "DIRECTION": repr(direction)}), None)
+    if entry is None:
+        raise ArError(
+            "ar init needs the training to drive: --entry (your script, module or module:function) or --example",
+            "e.g. --entry scripts/train.py (the pattern is detected; --entry-pattern argparse-cli|hydra|function|script chooses it)",
+        )
+    host = resolve(root, entry, pattern)
+    return host, scaffold(host, cli_args_json, metric)
+
+
+def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: int, extract_code: str | None, train: str) -> None:
     staged.dir.mkdir()
     staged.runs.mkdir()
     md = {
@@ -188,13 +214,11 @@ def _write_experiment(staged: ExperimentPaths, experiment: Experiment, seconds: 
         "SECONDS": str(seconds),
     }
     staged.program_md.write_text(render("program.md", md), encoding="utf-8")
-    prepare = render("prepare.py", {"SLUG": experiment.slug})
+    prepare = render("prepare.py" if experiment.entry is None else "prepare_host.py", {"SLUG": experiment.slug})
     if extract_code is not None:
         prepare += f"\n\n# The custom metric backend: `ar` calls {CUSTOM_FUNCTION}(run_dir, log_tail) after every run.\n"
         prepare += extract_code.strip() + "\n"
     staged.prepare_py.write_text(prepare, encoding="utf-8")
-    # repr() gives a valid Python literal for any text: quotes, backslashes, newlines, unicode
-    train = render("train.py", {"METRIC": repr(experiment.primary_metric), "DIRECTION": repr(experiment.primary_direction)})
     staged.train_py.write_text(train, encoding="utf-8")
     staged.baseline_py.write_text(train, encoding="utf-8")
     results_log.create(staged.results)

@@ -16,7 +16,7 @@ from ar.repair import repair
 from ar.layout import ExperimentPaths
 from ar.lock import IterationLock
 from ar.text import clip
-from ar.settings import load_session
+from ar.settings import DEFAULT_RUNNER, load_session
 from ar.state import load_state
 from ar.termination import progress, terminated_by, with_chain
 
@@ -54,6 +54,8 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
         "expr": paths.slug,
         "primary": {"name": session.experiment.primary_metric, "direction": session.experiment.primary_direction},
         "seconds": session.loop.seconds,
+        "runner": session.experiment.runner,
+        "entry": {"pattern": session.experiment.entry_pattern, "entry": session.experiment.entry} if session.experiment.entry else None,
         "noise": {"min_delta": session.loop.min_delta, "min_rel_delta": session.loop.min_rel_delta},
         "best": {"run_id": best["run_id"], "value": best["value"], "checkpoint": _checkpoint(paths, best)} if best else None,
         "baseline": state.baseline,
@@ -78,6 +80,9 @@ def _checkpoint(paths: ExperimentPaths, best: dict) -> str | None:
     return paths.relative(paths.dir / best["checkpoint"]) if best.get("checkpoint") else None
 
 
+RUNNER_CHARS = 100
+
+
 def compact_lines(d: dict) -> list[str]:
     p = d["primary"]
     noise = d["noise"]
@@ -85,6 +90,11 @@ def compact_lines(d: dict) -> list[str]:
         text for text, on in ((f"{noise['min_delta']:g}", noise["min_delta"]), (f"{noise['min_rel_delta']:.2%}", noise["min_rel_delta"])) if on
     )
     out = [f"expr {d['expr']}: {p['direction']} {p['name']}, {d['seconds']}s/run" + (f", min gain {floor}" if floor else "")]
+    launch = [f"drives {d['entry']['entry']} ({d['entry']['pattern']})"] if d["entry"] else []
+    if d["runner"] != DEFAULT_RUNNER:
+        launch.append(f"runner {clip(d['runner'], RUNNER_CHARS)}")
+    if launch:
+        out.append(", ".join(launch))
     best, base = d["best"], d["baseline"]
     if best:
         baseline = f" (baseline {lines.number(base['value'])} {base['run_id']})" if base and base["run_id"] != best["run_id"] else ""
