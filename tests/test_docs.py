@@ -22,9 +22,11 @@ ALL_DOCS = [*AGENT_DOCS, REPO / "README.md", REPO / "BENCHMARKS.md"]
 # `ar <command>`, `AR <command>` (the skills' shorthand for the shim), `ar.py <command>` or the
 # console script, `autoresearch <command>`
 COMMAND = re.compile(r"(?:(?<![\w/.-])(?:ar|autoresearch)|\bAR|ar\.py)\s+([a-z][a-z-]*)")
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z_-]*")
 # Flags of other tools that the docs show next to ar (uv, pytest, claude, the benchmark scripts).
 OTHER_TOOLS = {"--project", "--no-dev", "--quiet", "--compile-bytecode", "--locked", "--python", "--plugin-dir", "--strict", "--mb", "--quick", "--baseline-rev", "--files", "--standalone", "--num_processes", "--repeats", "--pairs", "--untracked-files", "--version", "--help", "--debug"}
+# A host program's own options, in examples of what train.py passes to it.
+OTHER_TOOLS |= {"--lr", "--config", "--output_dir", "--ckpt_dir", "--save_dir", "--seed", "--fp16", "--epochs"}
 
 
 def cli_flags() -> dict[str, set[str]]:
