@@ -44,9 +44,9 @@ def _read(backend: str, experiment: Experiment, paths: ExperimentPaths, run: Run
     if backend == "log":
         from ar.metrics.log import scan_log
 
+        # The names it is judged on: the log is read back from its end only until each has been seen.
         wanted = [experiment.primary_metric, *(c.name for c in experiment.parsed_constraints())]
-        pattern = experiment.log_pattern
-        return scan_log(run.log, pattern, wanted if pattern and "{name}" in pattern else None), None
+        return scan_log(run.log, experiment.log_pattern, wanted), None
     if backend == "wandb":
         from ar.metrics.wandb import read_wandb
 
