@@ -51,7 +51,7 @@ def init(
     primary_direction: Annotated[str, typer.Option(help="min or max.")],
     runner: Annotated[str, typer.Option(help="Launch command; {python} and {train_py} are filled in.")] = "{python} {train_py}",
     seconds: Annotated[int, typer.Option(help="Time limit per run.")] = 300,
-    metric_backend: Annotated[str, typer.Option(help="Where metrics come from: log, wandb, tensorboard, custom or auto.")] = "log",
+    metric_backend: Annotated[str, typer.Option(help="Where metrics come from: log, wandb, hf-trainer, lightning-csv, mlflow, tensorboard, custom or auto.")] = "log",
     constraints: Annotated[Optional[List[str]], typer.Option(help="Hard limit 'name<=value' (repeatable).")] = None,
     mutation_scope: Annotated[str, typer.Option(help="What the agent may change in train.py.")] = "",
     log_pattern: Annotated[Optional[str], typer.Option(help="Regex with a {name} placeholder, or (?P<name>) and (?P<value>) groups.")] = None,

@@ -71,7 +71,9 @@ def test_custom_function_returning_non_numbers(tmp_path: Path) -> None:
         (["--metric-backend", "custom", "--metric-extract-code", "def other(a, b): pass"], "defines no extract_metrics"),
         (["--tb-events-glob", "runs/**"], "needs --metric-backend tensorboard"),
         (["--metric-backend", "tensorboard", "--tb-events-glob", " "], "needs --metric-backend tensorboard"),
-        (["--metric-backend", "mlflow"], "not available"),
+        (["--metric-backend", "comet"], "not available"),
+        (["--metrics-glob", "logs/**/metrics.csv"], "needs --metric-backend hf-trainer, lightning-csv or auto"),
+        (["--metric-backend", "tensorboard", "--mlflow-tracking-uri", "sqlite:///mlflow.db"], "needs --metric-backend mlflow or auto"),
     ],
 )
 def test_backend_options_are_validated_before_anything_is_created(tmp_path: Path, args: list[str], message: str) -> None:
