@@ -119,7 +119,7 @@ def hosts_python() -> Path:
     """An interpreter with the host projects' stacks: transformers, accelerate, lightning, hydra, mlflow."""
     from stack_env import stack_python
 
-    return stack_python("hosts", HOST_STACK)
+    return stack_python("hosts", HOST_STACK, compile_bytecode=True)
 
 
 def run_python(python: Path, code: str, *args: str) -> str:

@@ -71,15 +71,17 @@ def _run(args: list[str], log: Path) -> None:
         raise RuntimeError(f"`{' '.join(args[:4])} ...` failed (exit {done.returncode}); see {log}")
 
 
-def build(name: str, requirements: list[str]) -> Path:
-    """The python of a complete environment holding `requirements` (built on first use)."""
+def build(name: str, requirements: list[str], compile_bytecode: bool = False) -> Path:
+    """The python of a complete environment holding `requirements` (built on first use).
+    `compile_bytecode`: heavy stacks compiled once at install, since a process that may not write
+    .pyc files (PYTHONDONTWRITEBYTECODE, as here) compiles every import again: 10 s for lightning."""
     uv = shutil.which("uv")
     if uv is None:
         raise RuntimeError("uv is not on PATH")
     wheels = local_wheels()
     pinned = {r: _pinned_local_wheel(r, wheels) for r in requirements}
     python = _python_for([w for w in pinned.values() if w])
-    key = hashlib.sha256(repr((requirements, python, [str(w) for w in pinned.values()])).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr((requirements, python, [str(w) for w in pinned.values()], compile_bytecode)).encode()).hexdigest()[:12]
     env = cache_root() / "envs" / f"{name}-{key}"
     done_mark = env / ".complete"
     exe = env / "bin" / "python"
@@ -95,16 +97,16 @@ def build(name: str, requirements: list[str]) -> Path:
         log.write_text("")
         _run([uv, "venv", "--quiet", "--python", python, str(env)], log)
         install = [str(w) if w else r for r, w in pinned.items()]
-        _run([uv, "pip", "install", "--quiet", "--python", str(exe), *install], log)
+        _run([uv, "pip", "install", "--quiet", *(["--compile-bytecode"] if compile_bytecode else []), "--python", str(exe), *install], log)
         done_mark.write_text("\n".join(requirements) + "\n")
     return exe
 
 
-def stack_python(name: str, requirements: list[str]) -> Path:
+def stack_python(name: str, requirements: list[str], compile_bytecode: bool = False) -> Path:
     """build(), or skip the calling test with the reason (fail instead under CI, where a missing
     environment must not pass unnoticed)."""
     try:
-        return build(name, requirements)
+        return build(name, requirements, compile_bytecode)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         if os.environ.get("CI"):
             pytest.fail(f"the {name} test environment could not be built: {exc}")

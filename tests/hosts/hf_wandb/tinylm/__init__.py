@@ -1,0 +1,1 @@
+"""A tiny causal language model trained on synthetic token sequences."""

@@ -1,0 +1,1 @@
+"""Small Lightning regression project on synthetic data."""

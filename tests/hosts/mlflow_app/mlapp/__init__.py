@@ -1,0 +1,1 @@
+"""Model and data for a small classification app."""

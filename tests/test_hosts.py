@@ -1,0 +1,155 @@
+"""Real host projects (tests/hosts/, not written for autoresearch) driven through `ar init --entry`
+and real `ar run`s: a baseline, an improving and a worsening override, a crash and a timeout each.
+
+Checked every time: the value ar reports equals the framework's own record, the promoted
+checkpoint is this run's and the others are gone, a crash's traceback is in `ar tail`, and no
+process of a timed-out run survives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import psutil
+import pytest
+from conftest import Project, clean_env, run_python
+
+HOSTS = Path(__file__).resolve().parent / "hosts"
+TIMEOUT_SECONDS = 15  # past the imports of every stack on a loaded 2-core machine, well inside training
+
+
+class Host(NamedTuple):
+    folder: str
+    init: tuple[str, ...]  # ar init arguments beyond the common ones
+    knob: str  # the train.py constant the overrides go into
+    improve: str  # its value for each run
+    worse: str
+    crash: str
+    long: str
+    record: Callable  # (project, run_id, hosts_python) -> the framework's own value of the primary metric
+
+
+def set_knob(host: Host, value: str) -> tuple[str, ...]:
+    return ("--set", f"{host.knob}={value}")
+
+
+# ----------------------------------------------------------------- the framework's own records
+
+
+def hf_record(project: Project, run_id: str, python: Path) -> float:
+    """HF Trainer's save_metrics("eval") file in the run's output_dir ($AR_CKPT_DIR), or its
+    promoted copy."""
+    for base in (project.expr / "runs" / run_id / "ckpt", project.expr / "best_ckpt" / "ckpt"):
+        if (base / "eval_results.json").exists():
+            return json.loads((base / "eval_results.json").read_text())["eval_loss"]
+    raise AssertionError("no eval_results.json")
+
+
+def lightning_record(project: Project, run_id: str, python: Path) -> float:
+    """The last val_loss of the CSVLogger file, read with the csv reader Lightning's own users use (pandas-free)."""
+    files = sorted((project.expr / "best_ckpt").rglob("metrics.csv"))
+    assert len(files) == 1, files
+    code = "import csv, sys; rows = [r['val_loss'] for r in csv.DictReader(open(sys.argv[1])) if r['val_loss']]; print(rows[-1])"
+    return float(run_python(python, code, str(files[0])))
+
+
+def mlflow_record(project: Project, run_id: str, python: Path) -> float:
+    """val_acc of the newest run in the project's mlflow.db, as MLflow's own client reports it."""
+    code = (
+        "import mlflow, sys; mlflow.set_tracking_uri('sqlite:///' + sys.argv[1]);"
+        "runs = mlflow.search_runs(search_all_experiments=True, order_by=['attributes.start_time DESC']);"
+        "print(runs.iloc[0]['metrics.val_acc'])"
+    )
+    return float(run_python(python, code, str(project.root / "mlflow.db")))
+
+
+CASES = {
+    "hf_wandb": Host(
+        "hf_wandb",
+        ("--entry", "run_clm.py", "--primary-metric", "eval_loss", "--primary-direction", "min", "--metric-backend", "hf-trainer",
+         "--cli-args-json", '{"--max_steps": 60, "--eval_steps": 30, "--save_steps": 30}'),
+        "CLI_OVERRIDES", '{"--learning_rate": 1e-2}', '{"--learning_rate": 1e-5}', '{"--pattern": "zigzag"}',
+        '{"--max_steps": 100000}', hf_record,
+    ),
+    "lightning_csv": Host(
+        "lightning_csv",
+        ("--entry", "litproj.cli", "--primary-metric", "val_loss", "--primary-direction", "min", "--metric-backend", "lightning-csv",
+         "--cli-args-json", '{"--max_epochs": 5}'),
+        "CLI_OVERRIDES", '{"--lr": 1e-2}', '{"--lr": 1e-5}', '{"--val_fraction": 0}', '{"--max_epochs": 100000}', lightning_record,
+    ),
+    "mlflow_app": Host(
+        "mlflow_app",
+        ("--entry", "train_mlflow.py", "--primary-metric", "val_acc", "--primary-direction", "max", "--metric-backend", "mlflow"),
+        "CLI_OVERRIDES", '{"--lr": 1e-2}', '{"--lr": 1e-5}', '{"--hidden": 0}', '{"--epochs": 100000}', mlflow_record,
+    ),
+}
+
+
+def survivors(run_dir: Path) -> list[int]:
+    """Processes that still carry the run's tag in their environment."""
+    tag = f"AR_RUN_DIR={run_dir.resolve()}"
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                if tag.encode() in f.read().split(b"\0"):
+                    found.append(proc.pid)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_host_project_through_its_entry_pattern(tmp_path: Path, hosts_python: Path, name: str) -> None:
+    host = CASES[name]
+    root = tmp_path / "project"
+    shutil.copytree(HOSTS / host.folder, root, ignore=shutil.ignore_patterns("HOST.md", "__pycache__"))
+    env = clean_env(AR_PROJECT_PYTHON=str(hosts_python), WANDB_MODE="offline", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    project = Project(root)
+
+    def ar(*args: str):
+        return project.ar(*args, env=env, timeout=300, check=True)
+
+    ar("init", "--expr", "exp", "--goal", "g", "--seconds", "240", *host.init)
+    ar("session", "--max-runs", "10")
+    source_before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".autoresearch" not in p.parts}
+
+    # 1. the baseline as set up
+    assert "ok/advance" in ar("run").stdout
+    baseline = project.result("r0001")
+    assert baseline["primary"]["value"] == pytest.approx(host.record(project, "r0001", hosts_python), rel=1e-9)
+
+    # 2. an improving override: advances; its checkpoint is promoted, the baseline's is gone
+    done = ar("run", *set_knob(host, host.improve), "--note", "better lr")
+    assert "ok/advance" in done.stdout, done.stdout
+    better = project.result("r0002")
+    assert better["primary"]["value"] == pytest.approx(host.record(project, "r0002", hosts_python), rel=1e-9)
+    meta = json.loads((project.expr / "best_ckpt" / "meta.json").read_text())
+    assert meta["run_id"] == "r0002"
+    assert not (project.expr / "runs" / "r0001" / "ckpt").exists() or not any((project.expr / "runs" / "r0001" / "ckpt").iterdir())
+
+    # 3. a worsening override: reverted, train.py restored, its checkpoint deleted
+    done = ar("run", *set_knob(host, host.worse), "--note", "tiny lr")
+    assert "ok/revert" in done.stdout, done.stdout
+    worse = project.result("r0003")
+    assert (worse["primary"]["value"] > better["primary"]["value"]) == (better["primary"]["direction"] == "min")
+    assert not any(p.is_file() for p in (project.expr / "runs" / "r0003" / "ckpt").rglob("*"))
+    assert json.loads((project.expr / "best_ckpt" / "meta.json").read_text())["run_id"] == "r0002"
+
+    # 4. a crash deep in the host's code: its traceback in `ar tail`
+    done = project.ar("run", *set_knob(host, host.crash), "--note", "bad option", env=env, timeout=300)
+    assert "crash/crash" in done.stdout, done.stdout
+    assert "ValueError" in ar("tail", "--run", "r0004").stdout
+
+    # 5. a run past the time limit: killed, nothing of it left
+    done = project.ar("run", "--seconds", str(TIMEOUT_SECONDS), *set_knob(host, host.long), "--note", "long", env=env, timeout=300)
+    assert "timeout" in done.stdout, done.stdout
+    assert survivors(project.expr / "runs" / "r0005") == []
+
+    # the host's own files never changed; the best is still the improving run
+    assert {p: p.read_bytes() for p in source_before} == source_before
+    assert project.best()["run_id"] == "r0002"
