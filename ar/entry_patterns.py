@@ -73,11 +73,15 @@ def scaffold(host: HostEntry, cli_args_json: str | None, metric: str) -> Scaffol
     if host.pattern == "argparse-cli":
         source = host.file.read_text(encoding="utf-8", errors="replace")
         options = host_source.cli_options(tree)
-        if host_source.uses_hf_training_arguments(source):
+        hf_trainer = host_source.uses_hf_training_arguments(source)
+        if hf_trainer:
             ckpt, seed = "--output_dir", "--seed"  # TrainingArguments fields
         else:
             ckpt, seed = (_name(host_source.pick(options, names)) for names in (host_source.CHECKPOINT_OPTIONS, host_source.SEED_OPTIONS))
-        listing = _listing("The host's options (from its source), for CLI_OVERRIDES:", [f"{o.name} {o.default or ''}".rstrip() for o in options])
+        shown = [f"{o.name} {o.default or ''}".rstrip() for o in options]
+        if hf_trainer:
+            shown.append("and every TrainingArguments field: --learning_rate, --warmup_ratio, --weight_decay, --per_device_train_batch_size, ...")
+        listing = _listing("The host's options (from its source), for CLI_OVERRIDES:", shown)
         text = render("entry_argparse_cli.py", {
             "SHOWN": host.entry if host.entry.endswith(".py") else f"-m {host.entry}",
             "ENTRY": repr(host.entry), "ENTRY_KIND": "the host script" if host.entry.endswith(".py") else "the host module, run as `python -m`",

@@ -50,6 +50,8 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
     env.setdefault("WANDB_DIR", str(run.dir.resolve()))  # this run's wandb files, found without guessing
     # The project's own modules import from train.py as from a script at the project root.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(paths.root.resolve()), env.get("PYTHONPATH"))))
+    if session.experiment.mlflow_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = session.experiment.mlflow_tracking_uri  # the store the mlflow backend reads
     if session.experiment.parent_ckpt:
         env["AR_PARENT_CKPT"] = str((paths.root / session.experiment.parent_ckpt).resolve())
     env.update(

@@ -58,13 +58,13 @@ def lightning_record(project: Project, run_id: str, python: Path) -> float:
 
 
 def mlflow_record(project: Project, run_id: str, python: Path) -> float:
-    """val_acc of the newest run in the project's mlflow.db, as MLflow's own client reports it."""
+    """val_acc of the newest run in the experiment's store, as MLflow's own client reports it."""
     code = (
         "import mlflow, sys; mlflow.set_tracking_uri('sqlite:///' + sys.argv[1]);"
         "runs = mlflow.search_runs(search_all_experiments=True, order_by=['attributes.start_time DESC']);"
         "print(runs.iloc[0]['metrics.val_acc'])"
     )
-    return float(run_python(python, code, str(project.root / "mlflow.db")))
+    return float(run_python(python, code, str(project.root / "tracking.db")))
 
 
 CASES = {
@@ -83,7 +83,8 @@ CASES = {
     ),
     "mlflow_app": Host(
         "mlflow_app",
-        ("--entry", "train_mlflow.py", "--primary-metric", "val_acc", "--primary-direction", "max", "--metric-backend", "mlflow"),
+        ("--entry", "train_mlflow.py", "--primary-metric", "val_acc", "--primary-direction", "max", "--metric-backend", "mlflow",
+         "--mlflow-tracking-uri", "sqlite:///tracking.db"),  # given to the training too (the default store: test_metrics_mlflow)
         "CLI_OVERRIDES", '{"--lr": 1e-2}', '{"--lr": 1e-5}', '{"--hidden": 0}', '{"--epochs": 100000}', mlflow_record,
     ),
 }
