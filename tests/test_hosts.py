@@ -19,6 +19,7 @@ import pytest
 from conftest import Project, clean_env, run_python
 
 HOSTS = Path(__file__).resolve().parent / "hosts"
+TORCHRUN_IMPROVE = '{"--lr": 0.1}'
 TIMEOUT_SECONDS = 15  # past the imports of every stack on a loaded 2-core machine, well inside training
 
 
@@ -31,6 +32,7 @@ class Host(NamedTuple):
     crash: str
     long: str
     record: Callable  # (project, run_id, hosts_python) -> the framework's own value of the primary metric
+    checkpoint: str = "ckpt"  # where a run's checkpoint lies in its run directory
 
 
 def set_knob(host: Host, value: str) -> tuple[str, ...]:
@@ -67,6 +69,21 @@ def mlflow_record(project: Project, run_id: str, python: Path) -> float:
     return float(run_python(python, code, str(project.root / "tracking.db")))
 
 
+def tensorboard_record(project: Project, run_id: str, python: Path) -> float:
+    """The last val_loss scalar of the run's event files, as TensorBoard's EventAccumulator reads them."""
+    code = (
+        "import sys; from tensorboard.backend.event_processing.event_accumulator import EventAccumulator as E;"
+        "acc = E(sys.argv[1]); acc.Reload(); print(repr(acc.Scalars('val_loss')[-1].value))"
+    )
+    return float(run_python(python, code, str(project.expr / "runs" / run_id / "hydra" / "tb")))
+
+
+def torch_record(project: Project, run_id: str, python: Path) -> float:
+    """The val_loss rank 0 saved in its last.pt, as the training printed it (5 decimals)."""
+    code = "import sys, torch; print(round(torch.load(sys.argv[1], weights_only=False)['val_loss'], 5))"
+    return float(run_python(python, code, str(project.expr / "best_ckpt" / "ckpt" / "last.pt")))
+
+
 CASES = {
     "hf_wandb": Host(
         "hf_wandb",
@@ -86,6 +103,18 @@ CASES = {
         ("--entry", "train_mlflow.py", "--primary-metric", "val_acc", "--primary-direction", "max", "--metric-backend", "mlflow",
          "--mlflow-tracking-uri", "sqlite:///tracking.db"),  # given to the training too (the default store: test_metrics_mlflow)
         "CLI_OVERRIDES", '{"--lr": 1e-2}', '{"--lr": 1e-5}', '{"--hidden": 0}', '{"--epochs": 100000}', mlflow_record,
+    ),
+    "hydra_tb": Host(
+        "hydra_tb",
+        ("--entry", "train_app.py", "--primary-metric", "val_loss", "--primary-direction", "min", "--metric-backend", "tensorboard"),
+        "HYDRA_OVERRIDES", "['optimizer.lr=0.05']", "['optimizer.lr=1e-5']", "['model.activation=swish']", "['epochs=100000']",
+        tensorboard_record, checkpoint="hydra/checkpoints",
+    ),
+    "torchrun_ddp": Host(
+        "torchrun_ddp",
+        ("--entry", "ddp_train.py", "--primary-metric", "val_loss", "--primary-direction", "min", "--launcher", "torchrun",
+         "--nproc-per-node", "2"),
+        "CLI_OVERRIDES", TORCHRUN_IMPROVE, '{"--lr": 1e-5}', '{"--lr_schedule": "zigzag"}', '{"--steps": 10000000}', torch_record,
     ),
 }
 
@@ -125,20 +154,21 @@ def test_host_project_through_its_entry_pattern(tmp_path: Path, hosts_python: Pa
     assert baseline["primary"]["value"] == pytest.approx(host.record(project, "r0001", hosts_python), rel=1e-9)
 
     # 2. an improving override: advances; its checkpoint is promoted, the baseline's is gone
+    baseline_ckpt = project.expr / "runs" / "r0001" / host.checkpoint
     done = ar("run", *set_knob(host, host.improve), "--note", "better lr")
     assert "ok/advance" in done.stdout, done.stdout
     better = project.result("r0002")
     assert better["primary"]["value"] == pytest.approx(host.record(project, "r0002", hosts_python), rel=1e-9)
     meta = json.loads((project.expr / "best_ckpt" / "meta.json").read_text())
     assert meta["run_id"] == "r0002"
-    assert not (project.expr / "runs" / "r0001" / "ckpt").exists() or not any((project.expr / "runs" / "r0001" / "ckpt").iterdir())
+    assert not any(p.is_file() for p in baseline_ckpt.rglob("*"))
 
     # 3. a worsening override: reverted, train.py restored, its checkpoint deleted
     done = ar("run", *set_knob(host, host.worse), "--note", "tiny lr")
     assert "ok/revert" in done.stdout, done.stdout
     worse = project.result("r0003")
     assert (worse["primary"]["value"] > better["primary"]["value"]) == (better["primary"]["direction"] == "min")
-    assert not any(p.is_file() for p in (project.expr / "runs" / "r0003" / "ckpt").rglob("*"))
+    assert not any(p.is_file() for p in (project.expr / "runs" / "r0003" / host.checkpoint).rglob("*"))
     assert json.loads((project.expr / "best_ckpt" / "meta.json").read_text())["run_id"] == "r0002"
 
     # 4. a crash deep in the host's code: its traceback in `ar tail`
