@@ -139,13 +139,26 @@ def hoist(source: str, entry: str) -> str:
     for begin, end, text in sorted(edits, reverse=True):
         body[begin:end] = text
     head, rest = bytes(body[:head_end]).decode(), bytes(body[head_end:]).decode()
-    lines = [head.rstrip("\n") + "\n" if head.strip() else ""]
+    lines = [head.rstrip("\n") + "\n\n" if head.strip() else ""]
     lines.append('RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`ar run --set NAME=VALUE`)\n')
     if knobs:
         lines.append(f"# Knobs hoisted from {entry}, where they stood:\n")
         lines += [f"{name} = {value}  # {where}\n" for name, value, where in knobs]
     lines.append(render("entry_script_preamble.py", {"ENTRY": repr(entry), "ENTRY_SHOWN": entry}))
+    lines += _given_by_ar([name for name, _, _ in knobs])
     return "".join(lines) + rest
+
+
+def _given_by_ar(knobs: list[str]) -> list[str]:
+    """Lines that point the hoisted checkpoint directory at $AR_CKPT_DIR and the seed at $AR_SEED."""
+    lines = []
+    ckpt = next((k for k in (c.upper() for c in host_source.CHECKPOINT_OPTIONS) if k in knobs), None)
+    seed = next((k for k in (c.upper() for c in host_source.SEED_OPTIONS) if k in knobs), None)
+    if ckpt:
+        lines.append(f'{ckpt} = _ar_os.environ.get("AR_CKPT_DIR") or {ckpt}  # ar keeps the run\'s checkpoint there\n')
+    if seed:
+        lines.append(f'{seed} = type({seed})(_ar_os.environ["AR_SEED"]) if _ar_os.environ.get("AR_SEED") else {seed}\n')
+    return lines + ["\n"] if lines else lines
 
 
 def _host_file(root: Path, where: str, for_function: bool) -> tuple[Path, str]:

@@ -147,7 +147,10 @@ def test_script_pattern_hoists_constants_and_option_defaults(tmp_path: Path) -> 
             def main():
                 parser = argparse.ArgumentParser()
                 parser.add_argument("--warmup-steps", type=int, default=10)
+                parser.add_argument("--save_dir", default="saved")
                 args = parser.parse_args()
+                Path(args.save_dir).mkdir(exist_ok=True)
+                (Path(args.save_dir) / "weights.txt").write_text(str(LEARNING_RATE))
                 print(f"data={DATA.read_text().strip()} warmup={args.warmup_steps}")
                 print(f"val_loss={model.loss(LEARNING_RATE)}")
 
@@ -168,6 +171,9 @@ def test_script_pattern_hoists_constants_and_option_defaults(tmp_path: Path) -> 
     log = (project.expr / "runs" / "r0001" / "run.log").read_text()
     assert "data=found warmup=3" in log  # __file__ still names the host file; defaults moved
     assert project.result("r0001")["primary"]["value"] == pytest.approx(0.5)
+    # the hoisted --save_dir default gives way to $AR_CKPT_DIR: the checkpoint is the run's
+    assert (project.expr / "best_ckpt" / "ckpt" / "weights.txt").read_text() == "0.1"
+    assert not (tmp_path / "saved").exists()
 
 
 @pytest.mark.parametrize(
