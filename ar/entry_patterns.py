@@ -140,7 +140,7 @@ def hoist(source: str, entry: str) -> str:
         body[begin:end] = text
     head, rest = bytes(body[:head_end]).decode(), bytes(body[head_end:]).decode()
     lines = [head.rstrip("\n") + "\n\n" if head.strip() else ""]
-    lines.append('RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`ar run --set NAME=VALUE`)\n')
+    lines.append('RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`run --set NAME=VALUE` changes them)\n')
     if knobs:
         lines.append(f"# Knobs hoisted from {entry}, where they stood:\n")
         lines += [f"{name} = {value}  # {where}\n" for name, value, where in knobs]

@@ -1,4 +1,4 @@
-RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`ar run --set NAME=VALUE`)
+RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`run --set NAME=VALUE` changes them)
 # Options for the host, merged over FIXED_ARGS (an override wins): {"--lr": 3e-4, "--fp16": True}.
 # True passes a bare flag; False or None leaves the option out.
 CLI_OVERRIDES = {}

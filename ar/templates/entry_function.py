@@ -1,4 +1,4 @@
-RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`ar run --set NAME=VALUE`)
+RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`run --set NAME=VALUE` changes them)
 # Keyword arguments for the host's function, over its own defaults: {"lr": 3e-4, "epochs": 5}.
 KWARGS = __FIXED_ARGS__
 

@@ -1,4 +1,4 @@
-RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`ar run --set NAME=VALUE`)
+RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`run --set NAME=VALUE` changes them)
 # Hydra overrides, as on the command line, after FIXED_OVERRIDES: ["optimizer=adam", "optimizer.lr=3e-4"].
 HYDRA_OVERRIDES = []
 

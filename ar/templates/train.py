@@ -1,4 +1,4 @@
-RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`ar run --set NAME=VALUE`)
+RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`run --set NAME=VALUE` changes them)
 LEARNING_RATE = 0.005
 EPOCHS = 10
 BATCH_SIZE = 64
