@@ -219,3 +219,43 @@ def test_write_discipline_hook_denies_edits_of_prepare_py(project) -> None:
     # the hook is specific: train.py, the one file the loop edits, stays editable
     assert not edit_train.is_error, run.explain()
     assert project.train_py.read_text().splitlines()[0] == train_line + "  # edited"
+
+
+@needs_hooks
+@pytest.mark.timeout(300)
+def test_setup_writes_train_py_for_the_host_and_fixes_it_until_the_smoke_passes(tmp_path: Path) -> None:
+    """The setup's flow in the real CLI: `ar init --entry` writes train.py for the host's pattern,
+    `ar smoke` fails (a required option of the host is missing), one Edit of train.py (the only
+    file the setup may change) fixes it, and the smoke passes; nothing is recorded as a run."""
+    host = tmp_path / "scripts" / "fit.py"
+    host.parent.mkdir()
+    host.write_text(
+        "import argparse\n"
+        "parser = argparse.ArgumentParser()\n"
+        "parser.add_argument('--lr', type=float, default=0.1)\n"
+        "parser.add_argument('--epochs', type=int, required=True)\n"
+        "args = parser.parse_args()\n"
+        "print(f'val_loss={1.0 / args.epochs + args.lr}')\n"
+    )
+    before = host.read_bytes()
+    ar = f"uv run --quiet --no-dev --project {REPO} autoresearch"
+    train = tmp_path / ".autoresearch" / "261201-fit" / "train.py"
+    script = [
+        bash(f"{ar} init --expr 261201-fit --goal 'lower val_loss' --primary-metric val_loss --primary-direction min "
+             "--seconds 60 --entry scripts/fit.py"),
+        bash(f"{SHIM} smoke --seconds 60"),
+        tool("Read", file_path=str(train)),
+        tool("Edit", file_path=str(train), old_string="FIXED_ARGS = []", new_string='FIXED_ARGS = ["--epochs", "4"]'),
+        bash(f"{SHIM} smoke --seconds 60"),
+        say("Next: /autoresearch:run 261201-fit"),
+    ]
+    run = run_claude(tmp_path, "/autoresearch:setup fit", script)
+    assert run.returncode == 0, run.explain()
+    init, smoke1, read, edit, smoke2 = run.tool_results()
+    assert not init.is_error and "261201-fit" in init.text, run.explain()
+    assert smoke1.is_error and "--epochs" in smoke1.text, run.explain()  # the traceback's end: argparse's line
+    assert not read.is_error and not edit.is_error, run.explain()
+    assert not smoke2.is_error and "val_loss" in smoke2.text, run.explain()
+    assert "Next: /autoresearch:run 261201-fit" in run.stdout
+    assert host.read_bytes() == before  # the host's code is never edited
+    assert not list((train.parent / "runs").iterdir())  # a smoke records no run

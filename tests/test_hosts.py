@@ -20,7 +20,7 @@ from conftest import Project, clean_env, run_python
 
 HOSTS = Path(__file__).resolve().parent / "hosts"
 TORCHRUN_IMPROVE = '{"--lr": 0.1}'
-TIMEOUT_SECONDS = 15  # past the imports of every stack on a loaded 2-core machine, well inside training
+TIMEOUT_SECONDS = 10  # past the imports of every stack (bytecode compiled), inside training
 
 
 class Host(NamedTuple):
