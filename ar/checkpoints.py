@@ -198,7 +198,7 @@ def promote(paths: ExperimentPaths, result: dict) -> None:
 def _stage(paths: ExperimentPaths, result: dict, source: Path) -> Path | None:
     """best_ckpt.staging/ built from scratch; None when the recorded checkpoint is gone (deleted by
     hand since): the run then advances without one."""
-    from ar.iteration import utc_time
+    from ar.text import utc_time
 
     staging = paths.best_ckpt_staging
     _remove(staging)

@@ -44,7 +44,7 @@ def repair(paths: ExperimentPaths) -> None:
         _set_aside_stray(paths, pending)
         return
     from ar import launch, outcome_record
-    from ar.iteration import finalize
+    from ar.judge import finalize
     from ar.settings import load_session
 
     session = load_session(paths)

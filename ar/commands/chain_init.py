@@ -23,7 +23,7 @@ from ar.durable import read_json_or_none, sha256, sha256_file, write_bytes_atomi
 from ar.errors import ArError
 from ar.experiments import resolve_experiment
 from ar.faults import crash_point
-from ar.iteration import utc_time
+from ar.text import utc_time
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
 from ar.lock import IterationLock
 from ar.repair import repair

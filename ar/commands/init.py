@@ -15,7 +15,8 @@ from ar.constraints import parse_constraint
 from ar.durable import sha256_file, write_bytes_atomic
 from ar.errors import ArError
 from ar.experiments import set_current
-from ar.iteration import MEASURED, utc_time
+from ar.judge import MEASURED
+from ar.text import utc_time
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
 from ar.metrics import BACKENDS
 from ar.metrics.custom import FUNCTION as CUSTOM_FUNCTION

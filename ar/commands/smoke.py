@@ -17,7 +17,8 @@ from ar.active import busy_error
 from ar.checkpoints import find_checkpoint
 from ar.errors import EXIT_ERROR, EXIT_OK, ArError
 from ar.experiments import resolve_experiment
-from ar.iteration import check_train_py, check_unclean, exit_reason
+from ar.iteration import check_train_py, check_unclean
+from ar.judge import exit_reason
 from ar.layout import RunPaths
 from ar.lines import number
 from ar.lock import IterationLock

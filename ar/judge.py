@@ -1,0 +1,150 @@
+"""Judging a finished run (SPEC §5.1-5.3): its metrics, constraints and verdict, written to
+result.json first (the journal), then applied: best promotion or train.py restore, results row,
+counters. `ar run` calls it after the watchdog; repair calls it for a run whose supervisor died.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+
+from ar import chain, launch
+from ar.best import best_value, load_best
+from ar.checkpoints import find_checkpoint
+from ar.constraints import check_constraints
+from ar.durable import write_json_atomic
+from ar.faults import crash_point
+from ar.layout import ExperimentPaths, RunPaths
+from ar.metrics import extract_metrics
+from ar.record import apply_result
+from ar.runnote import read_run_note
+from ar.settings import Session
+from ar.state import after_run, load_state
+from ar.termination import progress, terminated_by, with_chain
+from ar.text import printable, utc_time
+from ar.verdict import decide, gain, noise_floor
+
+METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
+MEASURED = ("wall_seconds", "peak_rss_mb", "peak_gpu_mb")
+
+
+def finalize(
+    paths: ExperimentPaths, session: Session, run: RunPaths, outcome, started: float, seconds: int, reason: str | None = None
+) -> dict:
+    """Judge the run and record it. result.json is written first: it is the journal entry from which
+    `apply_result` (and, after a kill, `repair`) redoes the effects idempotently."""
+    experiment = session.experiment
+    loop = session.loop
+    extraction = extract_metrics(experiment, paths, run, started, launch.project_python())
+    metrics = {**extraction.metrics, **measured_metrics(outcome)}
+    primary = metrics.get(experiment.primary_metric)
+    checked = check_constraints(experiment.parsed_constraints(), metrics)
+    best = load_best(paths)
+    previous = {"run_id": best["run_id"], "value": best["value"]} if best else None
+    hold = all(c["passed"] for c in checked)
+    unmeasured = any(c["value"] is None for c in checked)
+    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, loop.min_delta,
+                      loop.min_rel_delta, unmeasured)
+    state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
+    advanced = decision.verdict == "advance"
+    best_after = {"run_id": run.run_id, "value": primary} if advanced else previous
+    counters = state.counters(best_after["value"] if best_after else None)
+    chain_mode, chain_remaining = chain.budget(paths, loop)
+    stop = with_chain(terminated_by(session.limits(), counters), chain_mode, chain_remaining)
+    result = {
+        "run_id": run.run_id,
+        "started_at": utc_time(started),
+        "wall_seconds": round(outcome.wall_seconds, 3),
+        "seconds": seconds,
+        "status": decision.status,
+        "verdict": decision.verdict,
+        "valid": decision.valid,
+        "improved_over_best": decision.improved,
+        "primary": {"name": experiment.primary_metric, "direction": experiment.primary_direction, "value": primary},
+        "previous_best": previous,
+        "best": best_after,
+        "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked), *MEASURED]),
+        "metric_source": extraction.source,
+        "constraints": checked,
+        "reason": _printable(reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction)),
+        "note": read_run_note(file_text(run.train_py)),
+        "exit_code": outcome.exit_code,
+        "train_py": "kept" if advanced else f"restored from {best['run_id']}" if best else "restored from baseline (as set up for r0001)",
+        "should_terminate": stop is not None,
+        "terminated_by": stop,
+        "progress": progress(session.limits(), counters),
+        "chain_remaining": chain_remaining,
+        "log_path": paths.relative(run.log),
+        "checkpoint": find_checkpoint(paths, experiment, run, started),  # promoted on advance, else deleted
+    }
+    if outcome.status == "unclean":
+        write_json_atomic(paths.unclean, {"run_id": run.run_id, "pids": outcome.survivors})
+    write_json_atomic(run.result, result)
+    crash_point("after_result")
+    apply_result(paths, result)
+    return result
+
+
+def _printable(text: str | None) -> str | None:
+    return None if text is None else printable(text)
+
+
+def exit_reason(code: int | None) -> str:
+    if code is None:
+        return "ended without an exit status"
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        return f"killed by {name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+    return f"exited with code {code}"
+
+
+def measured_metrics(outcome) -> dict[str, float]:
+    """What ar measures of every run itself, so constraints can name them."""
+    measured = {"wall_seconds": round(outcome.wall_seconds, 3), "peak_rss_mb": round(outcome.peak_rss_mb, 1)}
+    if outcome.peak_gpu_mb is not None:
+        measured["peak_gpu_mb"] = round(outcome.peak_gpu_mb, 1)
+    return measured
+
+
+def failure_reason(outcome, decision, session: Session, primary, previous: dict | None, checked: list[dict], extraction) -> str | None:
+    """Why the run did not advance, in one line (None when it did)."""
+    status, metric = decision.status, session.experiment.primary_metric
+    if status == "unclean":
+        return f"processes survived SIGKILL: {' '.join(map(str, outcome.survivors[:8]))}"
+    if status == "crash":
+        return exit_reason(outcome.exit_code)
+    if status == "timeout":
+        return "killed at the time limit"
+    if status == "interrupted":
+        return "stopped by the user"
+    if status == "invalid":
+        missing = [c["name"] for c in checked if c["value"] is None]
+        if missing and primary is not None and math.isfinite(primary):
+            return (f"constraint metric {', '.join(missing)} never appeared (ar measures {', '.join(MEASURED)}; "
+                    "any other name must come from the training's metrics)")
+        if primary is not None:
+            return f"{metric} is {primary} (not finite)"
+        where = f"by the {extraction.source} backend" if extraction.source != "log" else "in the run's output"
+        return f"{metric} not found {where}" + (f" ({extraction.problem})" if extraction.problem else "")
+    failed = [f"{c['name']}{c['op']}{c['threshold']:g} failed ({c['value']})" for c in checked if not c["passed"]]
+    if failed or decision.verdict == "advance" or previous is None:
+        return "; ".join(failed) or None
+    loop, direction = session.loop, session.experiment.primary_direction
+    gained = gain(primary, previous["value"], direction)
+    if gained > 0:
+        floor = noise_floor(previous["value"], loop.min_delta, loop.min_rel_delta)
+        return f"gain {gained:.4g} is within the noise floor {floor:.4g}"
+    return None
+
+
+def _capped_metrics(metrics: dict[str, float], first: list[str]) -> dict[str, float]:
+    ordered = [n for n in first if n in metrics] + [n for n in metrics if n not in first]
+    return {name: metrics[name] for name in ordered[:METRICS_IN_RESULT]}
+
+
+def file_text(path) -> str:
+    """The file's text, "" when it is gone (a run's snapshot removed by hand)."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
