@@ -19,8 +19,6 @@ import pytest
 from conftest import Project, clean_env, run_python
 
 HOSTS = Path(__file__).resolve().parent / "hosts"
-TORCHRUN_IMPROVE = '{"--lr": 0.1}'
-TIMEOUT_SECONDS = 10  # past the imports of every stack (bytecode compiled), inside training
 
 
 class Host(NamedTuple):
@@ -33,6 +31,8 @@ class Host(NamedTuple):
     long: str
     record: Callable  # (project, run_id, hosts_python) -> the framework's own value of the primary metric
     checkpoint: str = "ckpt"  # where a run's checkpoint lies in its run directory
+    seconds: int = 10  # the time limit of the timeout run: past the imports, inside training
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def set_knob(host: Host, value: str) -> tuple[str, ...]:
@@ -84,6 +84,13 @@ def torch_record(project: Project, run_id: str, python: Path) -> float:
     return float(run_python(python, code, str(project.expr / "best_ckpt" / "ckpt" / "last.pt")))
 
 
+def printed_record(project: Project, run_id: str, python: Path) -> float:
+    """The best val_loss the main process printed last (accelerator.print), the training's own record."""
+    lines = [line for line in (project.expr / "runs" / run_id / "run.log").read_text().splitlines() if line.startswith("best val_loss=")]
+    assert len(lines) == 1, lines  # printed by the main process only
+    return float(lines[0].split("=")[1].split(";")[0])
+
+
 CASES = {
     "hf_wandb": Host(
         "hf_wandb",
@@ -114,7 +121,15 @@ CASES = {
         "torchrun_ddp",
         ("--entry", "ddp_train.py", "--primary-metric", "val_loss", "--primary-direction", "min", "--launcher", "torchrun",
          "--nproc-per-node", "2"),
-        "CLI_OVERRIDES", TORCHRUN_IMPROVE, '{"--lr": 1e-5}', '{"--lr_schedule": "zigzag"}', '{"--steps": 10000000}', torch_record,
+        "CLI_OVERRIDES", '{"--lr": 0.15}', '{"--lr": 1e-5}', '{"--lr_schedule": "zigzag"}', '{"--steps": 10000000}', torch_record,
+        seconds=15,  # two processes start slower
+    ),
+    "accelerate_app": Host(
+        "accelerate_app",
+        ("--entry", "acc_train.py", "--primary-metric", "val_loss", "--primary-direction", "min", "--launcher", "accelerate",
+         "--nproc-per-node", "2"),
+        "CLI_OVERRIDES", '{"--lr": 1e-3}', '{"--lr": 1e-5}', '{"--val_fraction": 1.5}', '{"--epochs": 100000}', printed_record,
+        seconds=15, env=(("ACCELERATE_USE_CPU", "1"),),  # as on a machine without GPUs
     ),
 }
 
@@ -138,7 +153,7 @@ def test_host_project_through_its_entry_pattern(tmp_path: Path, hosts_python: Pa
     host = CASES[name]
     root = tmp_path / "project"
     shutil.copytree(HOSTS / host.folder, root, ignore=shutil.ignore_patterns("HOST.md", "__pycache__"))
-    env = clean_env(AR_PROJECT_PYTHON=str(hosts_python), WANDB_MODE="offline", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = clean_env(AR_PROJECT_PYTHON=str(hosts_python), WANDB_MODE="offline", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **dict(host.env))
     project = Project(root)
 
     def ar(*args: str):
@@ -177,7 +192,7 @@ def test_host_project_through_its_entry_pattern(tmp_path: Path, hosts_python: Pa
     assert "ValueError" in ar("tail", "--run", "r0004").stdout
 
     # 5. a run past the time limit: killed, nothing of it left
-    done = project.ar("run", "--seconds", str(TIMEOUT_SECONDS), *set_knob(host, host.long), "--note", "long", env=env, timeout=300)
+    done = project.ar("run", "--seconds", str(host.seconds), *set_knob(host, host.long), "--note", "long", env=env, timeout=300)
     assert "timeout" in done.stdout, done.stdout
     assert survivors(project.expr / "runs" / "r0005") == []
 

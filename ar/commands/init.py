@@ -129,7 +129,13 @@ def launcher_runner(launcher: str, nproc_per_node: int, runner: str) -> str:
         raise ArError("--launcher and --runner both say how to launch", "give one of them")
     if not 1 <= nproc_per_node <= 1024:
         raise ArError(f"--nproc-per-node {nproc_per_node} is out of range", "give the processes per run, e.g. 2")
-    return LAUNCHERS[launcher].replace("{n}", str(nproc_per_node))
+    runner = LAUNCHERS[launcher]
+    if launcher == "accelerate" and nproc_per_node > 1:
+        # Without a config file, accelerate would start one single-process run; --multi_gpu makes the
+        # processes one distributed run (on a CPU machine too, with ACCELERATE_USE_CPU=1), and port 0
+        # lets runs side by side pick their own rendezvous port.
+        runner = runner.replace("--num_processes {n}", "--multi_gpu --num_processes {n} --main_process_port 0")
+    return runner.replace("{n}", str(nproc_per_node))
 
 
 def _validate(goal, metric, direction, runner, seconds, backend, log_pattern) -> None:
