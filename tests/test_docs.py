@@ -24,7 +24,7 @@ ALL_DOCS = [*AGENT_DOCS, REPO / "README.md", REPO / "BENCHMARKS.md"]
 COMMAND = re.compile(r"(?:(?<![\w/.-])(?:ar|autoresearch)|\bAR|ar\.py)\s+([a-z][a-z-]*)")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z_-]*")
 # Flags of other tools that the docs show next to ar (uv, pytest, claude, the benchmark scripts).
-OTHER_TOOLS = {"--project", "--no-dev", "--quiet", "--compile-bytecode", "--locked", "--python", "--plugin-dir", "--strict", "--mb", "--quick", "--baseline-rev", "--files", "--standalone", "--num_processes", "--repeats", "--pairs", "--untracked-files", "--version", "--help", "--debug"}
+OTHER_TOOLS = {"--project", "--no-dev", "--quiet", "--compile-bytecode", "--locked", "--python", "--plugin-dir", "--strict", "--mb", "--quick", "--baseline-rev", "--files", "--standalone", "--num_processes", "--multi_gpu", "--main_process_port", "--repeats", "--pairs", "--untracked-files", "--version", "--help", "--debug"}
 # A host program's own options, in examples of what train.py passes to it (tests/hosts/ projects).
 OTHER_TOOLS |= {"--lr", "--learning_rate", "--hidden", "--log_dir", "--max_steps", "--n_embd", "--n_layer", "--optimizer", "--out", "--warmup_ratio", "--weight_decay", "--config", "--output_dir", "--ckpt_dir", "--save_dir", "--seed", "--fp16", "--epochs"}
 
