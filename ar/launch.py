@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ar.layout import ExperimentPaths, RunPaths
+from ar.layout import ExperimentPaths, RunPaths, run_number
 from ar.settings import Session
 
 GRACE_SECONDS = 10
@@ -23,10 +23,12 @@ def project_python() -> str:
     return os.environ.get("AR_PROJECT_PYTHON") or sys.executable
 
 
-def launch_command(paths: ExperimentPaths, session: Session) -> str:
+def launch_command(paths: ExperimentPaths, session: Session, run: RunPaths) -> str:
+    """The runner with {train_py} = the run's own snapshot: editing the next candidate, or a
+    restore, never changes the code of a run that is going on."""
     python = project_python()
     runner = session.experiment.runner
-    return runner.replace("{python}", shlex.quote(python)).replace("{train_py}", shlex.quote(paths.relative(paths.train_py)))
+    return runner.replace("{python}", shlex.quote(python)).replace("{train_py}", shlex.quote(paths.relative(run.train_py)))
 
 
 def launch_argv(command: str) -> list[str]:
@@ -48,8 +50,9 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AR_")}  # never inherit stale AR_* values
     env.setdefault("PYTHONUNBUFFERED", "1")  # metrics reach run.log even when the run is killed
     env.setdefault("WANDB_DIR", str(run.dir.resolve()))  # this run's wandb files, found without guessing
-    # The project's own modules import from train.py as from a script at the project root.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(paths.root.resolve()), env.get("PYTHONPATH"))))
+    # The snapshot imports the experiment's prepare.py, and the project's own modules, as the live
+    # train.py would from its folder at the project root.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(paths.dir.resolve()), str(paths.root.resolve()), env.get("PYTHONPATH"))))
     if session.experiment.mlflow_tracking_uri:
         env["MLFLOW_TRACKING_URI"] = session.experiment.mlflow_tracking_uri  # the store the mlflow backend reads
     if session.experiment.parent_ckpt:
@@ -57,6 +60,7 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
     env.update(
         AR_CKPT_DIR=str(run.ckpt_dir.resolve()),  # where train.py may save its checkpoint
         AR_RUN_ID=run.run_id,
+        AR_SEED=str(run_number(run.run_id) or 0),  # fresh for every run, the same for the same run id
         AR_RUN_DIR=str(run.dir.resolve()),
         AR_EXPR_DIR=str(paths.dir.resolve()),
         AR_SECONDS=str(seconds),
@@ -68,7 +72,7 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
 def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, on_spawn: Callable[[int], None]):
     from ar.watchdog import Launch, run_watched
 
-    command = launch_command(paths, session)
+    command = launch_command(paths, session, run)
     deadline = time.time() + seconds
     env = child_env(paths, session, run, seconds, deadline)
     launch = Launch(

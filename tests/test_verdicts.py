@@ -463,13 +463,13 @@ def test_child_environment_is_fresh(project: Project) -> None:
         "print('val_loss=1')\n"
     )
     stale = clean_env(AR_RUN_ID="r9999", AR_RUN_DIR="/nonexistent/run", AR_EXPR_DIR="/nonexistent",
-                      AR_SECONDS="1", AR_DEADLINE="1", AR_STALE_SETTING="leaked")
+                      AR_SECONDS="1", AR_DEADLINE="1", AR_SEED="7", AR_STALE_SETTING="leaked")
     done = run(project, "--seconds", "7", env=stale)
     assert done.returncode == 0, done.stderr
     env = json.loads((project.expr / "runs" / "r0001" / "env.json").read_text())
     now = env.pop("now")
-    assert set(env) == {"AR_RUN_ID", "AR_RUN_DIR", "AR_EXPR_DIR", "AR_SECONDS", "AR_DEADLINE", "AR_CKPT_DIR"}
-    assert env["AR_RUN_ID"] == "r0001"
+    assert set(env) == {"AR_RUN_ID", "AR_RUN_DIR", "AR_EXPR_DIR", "AR_SECONDS", "AR_DEADLINE", "AR_CKPT_DIR", "AR_SEED"}
+    assert env["AR_RUN_ID"] == "r0001" and env["AR_SEED"] == "1"
     assert Path(env["AR_RUN_DIR"]) == (project.expr / "runs" / "r0001").resolve()
     assert Path(env["AR_EXPR_DIR"]) == project.expr.resolve()
     assert Path(env["AR_CKPT_DIR"]) == (project.expr / "runs" / "r0001" / "ckpt").resolve()

@@ -45,6 +45,7 @@ def smoke_command(expr: str | None, seconds: int) -> int:
         run.dir.mkdir()
         run.ckpt_dir.mkdir()
         try:
+            shutil.copyfile(paths.train_py, run.train_py)  # launched as a run's snapshot is
             started = time.time()
             outcome = launch.watch(paths, session, run, seconds, lambda pid: None)
             extraction = extract_metrics(session.experiment, paths, run, started, launch.project_python())
