@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import json
+import math
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -21,20 +23,24 @@ from ar.errors import ArError
 from ar.render import render
 
 PATTERNS = ("argparse-cli", "hydra", "function", "script")
-# Where each pattern's checkpoints are found when --checkpoint-glob is not given (None: $AR_CKPT_DIR).
+# The hydra pattern's checkpoints when --checkpoint-glob is not given (the others: $AR_CKPT_DIR).
 HYDRA_CHECKPOINT_GLOB = "{run_dir}/hydra/**/checkpoints"
 _MAX_LISTED = 40  # options listed in train.py's header comment
+_MAX_DEPTH = 8  # nesting of --cli-args-json values
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9_]*")
+_CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")  # PEP 263; train.py is written as UTF-8
+_FIX = "give the host's script relative to the project root (e.g. --entry scripts/train.py), a module (mypkg.train) or module:function"
 
 
 class HostEntry(NamedTuple):
     pattern: str
-    entry: str  # as recorded: a path relative to the project root, a module, or either with :function
+    entry: str  # as recorded: a path relative to the project root (has a / or ends .py), a module, or either :function
     file: Path  # the host file it names
+    source: host_source.HostSource
 
 
 class Scaffold(NamedTuple):
-    train_py: str
+    text: str  # train.py
     checkpoint_glob: str | None
 
 
@@ -43,37 +49,43 @@ def resolve(root: Path, entry: str, pattern: str | None) -> HostEntry:
     from the source when not given."""
     if pattern is not None and pattern not in PATTERNS:
         raise ArError(f"--entry-pattern {pattern!r} is not known", f"use one of: {', '.join(PATTERNS)}")
-    where, colon, function = entry.strip().rpartition(":") if ":" in entry else (entry.strip(), "", "")
+    entry = entry.strip()
+    if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in entry) or not entry:
+        raise ArError(f"--entry {entry!r} is not a usable name", _FIX)
+    where, colon, function = entry.rpartition(":") if ":" in entry else (entry, "", "")
     if colon and not function.isidentifier():
         raise ArError(f"--entry {entry!r}: {function!r} is not a function name", "give module:function, e.g. --entry mypkg.train:main")
     if pattern == "function" and not colon:
         raise ArError(f"--entry-pattern function needs --entry module:function, not {entry!r}", "e.g. --entry mypkg.train:main")
     if colon and pattern not in (None, "function"):
         raise ArError(f"--entry {entry!r} names a function, which --entry-pattern {pattern} does not call", "use --entry-pattern function, or name the script")
-    file, recorded = _host_file(root, where, for_function=bool(colon))
-    source = file.read_text(encoding="utf-8", errors="replace")
-    chosen = pattern or ("function" if colon else host_source.detect_pattern(source))
-    if chosen in ("hydra", "script"):
-        recorded = file.relative_to(root).as_posix()  # both run the file itself
+    file, recorded, is_module = _host_file(root, where, for_function=bool(colon))
+    source = host_source.read(file)
+    if source is None:
+        raise ArError(f"--entry {entry!r}: {recorded} does not parse as Python", "fix the host file, or name another --entry")
+    chosen = pattern or ("function" if colon else host_source.detect_pattern(source.tree))
+    if chosen == "script" and is_module and pattern is None:
+        chosen = "argparse-cli"  # a module runs as `python -m` (its relative imports work), not as a copy
     if chosen == "function":
-        tree = host_source.parse(file)
-        if tree is None or host_source.function_params(tree, function) is None:
+        node = host_source.function_def(source.tree, function)
+        if node is None:
             raise ArError(f"--entry {entry!r}: {recorded} defines no function {function}", "name a module-level function of the host")
+        if isinstance(node, ast.AsyncFunctionDef):
+            raise ArError(f"--entry {entry!r}: {function} is async", "name a plain function that runs the training (or wrap it in one)")
         recorded = f"{recorded}:{function}"
-    return HostEntry(chosen, recorded, file)
+    elif chosen in ("hydra", "script"):
+        recorded = _as_path(file.relative_to(root).as_posix())  # both run the file itself
+    return HostEntry(chosen, recorded, file, source)
 
 
 def scaffold(host: HostEntry, cli_args_json: str | None, metric: str) -> Scaffold:
     fixed = _fixed_args(host.pattern, cli_args_json)
-    tree = host_source.parse(host.file)
-    if tree is None:
-        raise ArError(f"{host.entry} does not parse as Python", "fix the host script, or give another --entry")
+    tree = host.source.tree
     if host.pattern == "script":
-        return Scaffold(hoist(host.file.read_text(encoding="utf-8"), host.entry), None)
+        return Scaffold(hoist(host.source.text, host.entry), None)
     if host.pattern == "argparse-cli":
-        source = host.file.read_text(encoding="utf-8", errors="replace")
         options = host_source.cli_options(tree)
-        hf_trainer = host_source.uses_hf_training_arguments(source)
+        hf_trainer = host_source.uses_hf_training_arguments(tree)
         if hf_trainer:
             ckpt, seed = "--output_dir", "--seed"  # TrainingArguments fields
         else:
@@ -81,29 +93,34 @@ def scaffold(host: HostEntry, cli_args_json: str | None, metric: str) -> Scaffol
         shown = [f"{o.name} {o.default or ''}".rstrip() for o in options]
         if hf_trainer:
             shown.append("and every TrainingArguments field: --learning_rate, --warmup_ratio, --weight_decay, --per_device_train_batch_size, ...")
-        listing = _listing("The host's options (from its source), for CLI_OVERRIDES:", shown)
+        is_path = _is_path(host.entry)
         text = render("entry_argparse_cli.py", {
-            "SHOWN": host.entry if host.entry.endswith(".py") else f"-m {host.entry}",
-            "ENTRY": repr(host.entry), "ENTRY_KIND": "the host script" if host.entry.endswith(".py") else "the host module, run as `python -m`",
-            "FIXED_ARGS": _literal(fixed), "CKPT_OPTION": repr(ckpt), "SEED_OPTION": repr(seed), "OPTIONS_COMMENT": listing,
+            "SHOWN": host.entry if is_path else f"-m {host.entry}",
+            "ENTRY": repr(host.entry), "ENTRY_KIND": "the host script" if is_path else "the host module, run as `python -m`",
+            "FIXED_ARGS": _literal(fixed), "CKPT_OPTION": repr(ckpt), "SEED_HINT": _seed_hint(seed),
+            "OPTIONS_COMMENT": _listing("The host's options (from its source), for CLI_OVERRIDES:", shown),
         })
         return Scaffold(text, None)
     if host.pattern == "hydra":
         config_dir = host_source.hydra_config_dir(tree)
         groups = host_source.config_groups(host.file.parent / config_dir) if config_dir else {}
-        listing = _listing(f"Config groups ({config_dir}/), for HYDRA_OVERRIDES:", [f"{g}: {', '.join(o)}" for g, o in groups.items()])
         seed = "seed" if config_dir and _declares_seed(host.file.parent / config_dir) else None
         text = render("entry_hydra.py", {
-            "ENTRY_SHOWN": host.entry, "ENTRY": repr(host.entry), "FIXED_ARGS": _literal(fixed),
-            "SEED_OPTION": repr(seed), "OPTIONS_COMMENT": listing,
+            "ENTRY_SHOWN": host.entry, "ENTRY": repr(host.entry), "FIXED_ARGS": _literal(fixed), "SEED_HINT": _seed_hint(seed),
+            "OPTIONS_COMMENT": _listing(f"Config groups ({config_dir}/), for HYDRA_OVERRIDES:", [f"{g}: {', '.join(o)}" for g, o in groups.items()]),
         })
         return Scaffold(text, HYDRA_CHECKPOINT_GLOB)
-    params = host_source.function_params(tree, host.entry.rpartition(":")[2]) or []
+    node = host_source.function_def(tree, host.entry.rpartition(":")[2])
+    params = host_source.function_params(node)
+    if fixed and not node.args.kwarg:
+        unknown = sorted(set(fixed) - {p.name for p in params})
+        if unknown:
+            raise ArError(f"--cli-args-json names {', '.join(unknown)}, which {host.entry} does not take", f"use its parameters: {', '.join(p.name for p in params)}")
     ckpt, seed = (_name(host_source.pick(params, names)) for names in (host_source.CHECKPOINT_OPTIONS, host_source.SEED_OPTIONS))
-    listing = _listing("Its parameters (from its source), for KWARGS:", [f"{p.name}={p.default}" if p.default else p.name for p in params])
     text = render("entry_function.py", {
         "FIXED_ARGS": _literal(fixed), "ENTRY": repr(host.entry), "METRIC": repr(metric), "METRIC_SHOWN": metric,
-        "CKPT_OPTION": repr(ckpt), "SEED_OPTION": repr(seed), "OPTIONS_COMMENT": listing,
+        "CKPT_OPTION": repr(ckpt), "SEED_HINT": _seed_hint(seed),
+        "OPTIONS_COMMENT": _listing("Its parameters (from its source), for KWARGS:", [f"{p.name}={p.default}" if p.default else p.name for p in params]),
     })
     return Scaffold(text, None)
 
@@ -111,98 +128,146 @@ def scaffold(host: HostEntry, cli_args_json: str | None, metric: str) -> Scaffol
 def hoist(source: str, entry: str) -> str:
     """The host script as train.py: its module-level constants and literal option defaults
     become knobs at the top (RUN_NOTE first), the rest of its code follows unchanged, run as if
-    it were the host file (`__file__`, imports)."""
+    it were the host file (`__file__`, imports). Nothing moves whose meaning could change: a
+    constant bound anywhere else too, or any constant after a `from x import *`."""
     tree = ast.parse(source)
     data = source.encode("utf-8")
     starts = _line_offsets(data)
+
+    def segment(node: ast.AST) -> str:
+        return data[_offset(starts, node.lineno, node.col_offset) : _offset(starts, node.end_lineno, node.end_col_offset)].decode()
+
     head_end = _head_end(tree, starts)  # a docstring and `from __future__` stay first
-    assigned = _module_names(tree)
+    star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree))
+    bound = _bindings(tree)
     knobs: list[tuple[str, str, str]] = []  # (name, value, where it came from)
+    options: list[tuple[str, host_source.Option]] = []  # knobs that came from an option, with it
     edits: list[tuple[int, int, bytes]] = []
-    for node in tree.body:
-        name = _constant(node, assigned)
-        if name and node.lineno > _line_of(head_end, starts) and _whole_lines(node, data, starts):
-            knobs.append((name, ast.get_source_segment(source, node.value), f"line {node.lineno}"))
-            edits.append((starts[node.lineno - 1], starts[node.end_lineno], b""))
-    taken = set(assigned) | {k[0] for k in knobs} | {"RUN_NOTE"}
-    for flag, default in host_source.option_calls(tree):
-        option = host_source.Option(flag, host_source.literal_text(default))
-        if option.default is None:
-            continue
-        name = re.sub(r"\W", "_", option.key).upper()
-        if not _CONSTANT.fullmatch(name) or name in taken:
-            continue
-        taken.add(name)
-        knobs.append((name, ast.get_source_segment(source, default), f"{option.name} default"))
-        edits.append((_offset(starts, default.lineno, default.col_offset), _offset(starts, default.end_lineno, default.end_col_offset), name.encode()))
+    if not star:
+        for node in tree.body:
+            name = _constant(node, bound)
+            if name and starts[node.lineno - 1] >= head_end and _whole_lines(node, data, starts):
+                knobs.append((name, segment(node.value), f"line {node.lineno}"))
+                edits.append((starts[node.lineno - 1], starts[node.end_lineno], b""))
+        taken = set(bound) | {k[0] for k in knobs} | {"RUN_NOTE"}
+        for flag, default in host_source.option_calls(tree):
+            option = host_source.Option(flag, host_source.literal_text(default))
+            name = re.sub(r"\W", "_", option.key).upper()
+            if option.default is None or not _CONSTANT.fullmatch(name) or name in taken:
+                continue
+            taken.add(name)
+            knobs.append((name, segment(default), f"{flag} default"))
+            options.append((name, option))
+            edits.append((_offset(starts, default.lineno, default.col_offset), _offset(starts, default.end_lineno, default.end_col_offset), name.encode()))
     body = bytearray(data)
     for begin, end, text in sorted(edits, reverse=True):
         body[begin:end] = text
-    head, rest = bytes(body[:head_end]).decode(), bytes(body[head_end:]).decode()
+    head = b"".join(line for line in bytes(body[:head_end]).splitlines(keepends=True) if not _CODING.match(line)).decode()
+    rest = bytes(body[head_end:]).decode()
     lines = [head.rstrip("\n") + "\n\n" if head.strip() else ""]
     lines.append('RUN_NOTE = "baseline"  # what this version tries; the knobs follow (`run --set NAME=VALUE` changes them)\n')
     if knobs:
-        lines.append(f"# Knobs hoisted from {entry}, where they stood:\n")
+        lines.append(f"# Knobs hoisted from {_shown(entry)}, where they stood:\n")
         lines += [f"{name} = {value}  # {where}\n" for name, value, where in knobs]
-    lines.append(render("entry_script_preamble.py", {"ENTRY": repr(entry), "ENTRY_SHOWN": entry}))
-    lines += _given_by_ar([name for name, _, _ in knobs])
+    lines.append(render("entry_script_preamble.py", {"ENTRY": repr(entry), "ENTRY_SHOWN": _shown(entry)}))
+    lines += _checkpoint_to_ar(options)
     return "".join(lines) + rest
 
 
-def _given_by_ar(knobs: list[str]) -> list[str]:
-    """Lines that point the hoisted checkpoint directory at $AR_CKPT_DIR and the seed at $AR_SEED."""
-    lines = []
-    ckpt = next((k for k in (c.upper() for c in host_source.CHECKPOINT_OPTIONS) if k in knobs), None)
-    seed = next((k for k in (c.upper() for c in host_source.SEED_OPTIONS) if k in knobs), None)
-    if ckpt:
-        lines.append(f'{ckpt} = _ar_os.environ.get("AR_CKPT_DIR") or {ckpt}  # ar keeps the run\'s checkpoint there\n')
-    if seed:
-        lines.append(f'{seed} = type({seed})(_ar_os.environ["AR_SEED"]) if _ar_os.environ.get("AR_SEED") else {seed}\n')
-    return lines + ["\n"] if lines else lines
+def _seed_hint(seed: str | None) -> str:
+    """Off by default: a new seed every run makes runs of the same code differ (a seed may even
+    change the host's data), which only repeats and confirmation can tell from a real gain."""
+    what = f"{seed!r}" if seed else "the host's seed option"
+    return f"{what} here gives the host $AR_SEED, a new seed for every run"
 
 
-def _host_file(root: Path, where: str, for_function: bool) -> tuple[Path, str]:
-    fix = "give the host's script relative to the project root (e.g. --entry scripts/train.py), a module (mypkg.train) or module:function"
-    if not where:
-        raise ArError("--entry is empty", fix)
+def _checkpoint_to_ar(options: list[tuple[str, host_source.Option]]) -> list[str]:
+    """Lines that point a hoisted checkpoint-directory option at $AR_CKPT_DIR, as an `if` block:
+    the knob stays a literal constant that `run --set` changes."""
+    by_key = {option.key: knob for knob, option in options if isinstance(ast.literal_eval(option.default), str)}
+    ckpt = next((by_key[key] for key in host_source.CHECKPOINT_OPTIONS if key in by_key), None)
+    if ckpt is None:
+        return []
+    return [f'if _ar_os.environ.get("AR_CKPT_DIR"):  # ar keeps the run\'s checkpoint there\n    {ckpt} = _ar_os.environ["AR_CKPT_DIR"]\n\n']
+
+
+def _host_file(root: Path, where: str, for_function: bool) -> tuple[Path, str, bool]:
+    """(the file, the entry as recorded, whether it names a module)."""
     if where.endswith(".py") or "/" in where:
-        path = (root / where).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            raise ArError(f"--entry {where!r}: no such file in the project ({root})", fix)
-        return path, path.relative_to(root).as_posix()
+        path = Path(os.path.normpath(root / where))  # `..` resolved, a symlink in the project kept
+        if not path.is_relative_to(root):
+            raise ArError(f"--entry {where!r} is outside the project ({root})", "give a file inside the project root")
+        if not path.is_file():
+            raise ArError(f"--entry {where!r}: no such file in the project ({root})", _FIX)
+        return path, _as_path(path.relative_to(root).as_posix()), False
     if not all(part.isidentifier() for part in where.split(".")):
-        raise ArError(f"--entry {where!r} is neither a .py file nor a module name", fix)
+        raise ArError(f"--entry {where!r} is neither a .py file nor a module name", _FIX)
     parts = where.split(".")
     inside = ("__init__.py",) if for_function else ("__main__.py",)
     for base in (root, root / "src"):
         for candidate in (base.joinpath(*parts[:-1], parts[-1] + ".py"), *(base.joinpath(*parts, name) for name in inside)):
             if candidate.is_file():
-                return candidate, where
-    raise ArError(f"--entry {where!r}: no module of that name in the project ({root})", fix)
+                return candidate, where, True
+    raise ArError(f"--entry {where!r}: no module of that name in the project ({root})", _FIX)
+
+
+def _as_path(relative: str) -> str:
+    """A recorded path always reads as one (a / or .py), never as a module name."""
+    return relative if _is_path(relative) else f"./{relative}"
+
+
+def _is_path(entry: str) -> bool:
+    return "/" in entry or entry.endswith(".py")
+
+
+def _shown(entry: str) -> str:
+    return " ".join(entry.split())  # in a comment line
 
 
 def _fixed_args(pattern: str, text: str | None):
-    wanted = {"function": dict, "hydra": list}.get(pattern)
+    """The --cli-args-json value, checked for what the pattern can pass on."""
+    examples = {"function": '\'{"epochs": 3}\'', "hydra": '\'["optimizer=adam"]\'', "argparse-cli": '\'["--epochs", "3"]\' or \'{"--epochs": 3}\''}
     if text is None:
-        return wanted() if wanted else []
+        return {"function": {}, "hydra": []}.get(pattern, [])
     if pattern == "script":
-        raise ArError("--cli-args-json does not apply to --entry-pattern script", "put the values in the copied script's knobs, or use --entry-pattern argparse-cli")
+        raise ArError("--cli-args-json does not apply to the script pattern (a copy of the script, run without arguments)",
+                      "put the values in the copied script's knobs, or choose --entry-pattern argparse-cli")
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not a number JSON allows")
+
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ArError(f"--cli-args-json is not JSON ({exc})", 'e.g. --cli-args-json \'["--epochs", "3"]\' or \'{"--epochs": 3}\'') from None
-    shapes = {"function": "an object of keyword arguments", "hydra": "a list of override strings"}
-    ok = (isinstance(value, dict) if pattern == "function"
-          else isinstance(value, list) and all(isinstance(v, str) for v in value) if pattern == "hydra"
-          else isinstance(value, (list, dict)))
-    if not ok:
-        raise ArError(f"--cli-args-json for {pattern} must be {shapes.get(pattern, 'a list of arguments or an object of options')}",
-                      'e.g. \'{"epochs": 3}\'' if pattern == "function" else '\'["optimizer=adam"]\'' if pattern == "hydra" else '\'["--epochs", "3"]\'')
+        value = json.loads(text, parse_constant=refuse)
+    except (ValueError, RecursionError) as exc:
+        raise ArError(f"--cli-args-json is not usable JSON ({exc})", f"e.g. --cli-args-json {examples[pattern]}") from None
+    if _depth(value) > _MAX_DEPTH or not _fits(pattern, value):
+        shape = {"function": "an object of keyword arguments", "hydra": "a list of override strings"}.get(
+            pattern, "a list of strings, or an object of options whose values are strings, numbers, booleans, null or lists of them")
+        raise ArError(f"--cli-args-json for {pattern} must be {shape}", f"e.g. --cli-args-json {examples[pattern]}")
     return value
 
 
+def _fits(pattern: str, value) -> bool:
+    scalar = (str, int, float, bool, type(None))
+    if pattern == "function":
+        return isinstance(value, dict)
+    if pattern == "hydra":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(value, list):
+        return all(isinstance(v, str) for v in value)
+    return isinstance(value, dict) and all(
+        isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(i, scalar) for i in v)) for v in value.values())
+
+
+def _depth(value, level: int = 0) -> int:
+    if level > _MAX_DEPTH:
+        return level
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return max((_depth(v, level + 1) for v in items), default=level)
+
+
 def _literal(value) -> str:
-    """A Python literal of a JSON value, one item per line when long."""
+    """A Python literal of a JSON value (finite numbers only), one item per line when long."""
     text = repr(value)
     if len(text) <= 80 or not value:
         return text
@@ -214,14 +279,14 @@ def _literal(value) -> str:
 def _listing(title: str, items: list[str]) -> str:
     if not items:
         return ""
-    shown = [f"#   {item}" for item in items[:_MAX_LISTED]]
+    shown = [f"#   {' '.join(item.split())}" for item in items[:_MAX_LISTED]]
     if len(items) > _MAX_LISTED:
         shown.append(f"#   ... and {len(items) - _MAX_LISTED} more")
-    return "\n".join([f"# {title}", *shown]) + "\n"
+    return "\n".join([f"# {' '.join(title.split())}", *shown]) + "\n"
 
 
 def _name(option: host_source.Option | None) -> str | None:
-    return option.name if option else None
+    return option.name.split("/")[0] if option else None
 
 
 def _declares_seed(config_dir: Path) -> bool:
@@ -239,10 +304,6 @@ def _offset(starts: list[int], lineno: int, col: int) -> int:
     return starts[lineno - 1] + col  # ast columns are UTF-8 byte offsets
 
 
-def _line_of(offset: int, starts: list[int]) -> int:
-    return next((i for i, s in enumerate(starts) if s >= offset), len(starts))
-
-
 def _head_end(tree: ast.Module, starts: list[int]) -> int:
     """The byte offset after the module docstring and `from __future__` imports."""
     end = 0
@@ -254,31 +315,43 @@ def _head_end(tree: ast.Module, starts: list[int]) -> int:
     return end
 
 
-def _module_names(tree: ast.Module) -> dict[str, int]:
-    """How often each name is bound at module level."""
+def _bindings(tree: ast.Module) -> dict[str, int]:
+    """How often each name is bound anywhere in the file (any scope): a knob must be bound once,
+    at module level, or moving it (or naming a default after it) could change what the code does."""
     counts: dict[str, int] = {}
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
-        names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names = [node.name]
+
+    def add(name: str) -> None:
+        counts[name] = counts.get(name, 0) + 1
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            add(node.name)
+        elif isinstance(node, ast.arg):
+            add(node.arg)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [(a.asname or a.name).split(".")[0] for a in node.names]
-        for name in names:
-            counts[name] = counts.get(name, 0) + 1
+            for alias in node.names:
+                add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            for name in node.names:
+                add(name)
+                add(name)  # a function rebinds it
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            add(node.name)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            add(node.name)
     return counts
 
 
-def _constant(node: ast.stmt, assigned: dict[str, int]) -> str | None:
-    """The name of a module-level `UPPER_NAME = <literal>` bound only there."""
+def _constant(node: ast.stmt, bound: dict[str, int]) -> str | None:
+    """The name of a module-level `UPPER_NAME = <literal>` bound nowhere else."""
     if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
         return None
     name = node.targets[0].id
-    if not _CONSTANT.fullmatch(name) or assigned.get(name) != 1 or name == "RUN_NOTE":
+    if not _CONSTANT.fullmatch(name) or bound.get(name) != 1 or name == "RUN_NOTE":
         return None
-    try:
-        ast.literal_eval(node.value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    if not host_source.is_literal(node.value) or (isinstance(node.value, ast.Constant) and isinstance(node.value.value, float) and not math.isfinite(node.value.value)):
         return None
     return name
 

@@ -123,6 +123,7 @@ def test_function_pattern_passes_kwargs_and_prints_what_it_returns(tmp_path: Pat
     project = init(host(tmp_path, files), "--entry", "mypkg.fit:train", "--cli-args-json", '{"epochs": 2}')
     source = project.train_py.read_text()
     assert "KWARGS = {'epochs': 2}" in source and "CKPT_KWARG = 'ckpt_dir'" in source and "#   lr=0.01" in source
+    assert "SEED_KWARG = None  # 'seed' here gives the host $AR_SEED" in source  # off unless asked for
     project.ar("run", "--set", "KWARGS={'lr': 0.2}", check=True)
     result = project.result("r0001")
     assert result["primary"]["value"] == pytest.approx(0.6)
@@ -251,7 +252,7 @@ def test_hydra_pattern_puts_the_job_output_into_the_run(tmp_path: Path, hosts_py
     }
     project = init(host(tmp_path / "my project", files), "--entry", "app/main.py", "--runner", f"{hosts_python} {{train_py}}")
     source = project.train_py.read_text()
-    assert "#   optimizer: adam, sgd" in source and "SEED_KEY = 'seed'" in source
+    assert "#   optimizer: adam, sgd" in source and "SEED_KEY = None  # 'seed' here" in source
     project.ar("run", check=True)
     done = project.ar("run", "--set", "HYDRA_OVERRIDES=['optimizer=adam', 'optimizer.lr=0.09']", "--note", "adam", check=True)
     assert "advance" in done.stdout, done.stdout
@@ -260,3 +261,118 @@ def test_hydra_pattern_puts_the_job_output_into_the_run(tmp_path: Path, hosts_py
     assert (run_dir / "hydra" / ".hydra" / "config.yaml").is_file()  # a path with a space, quoted for Hydra
     assert (project.expr / "best_ckpt" / "checkpoints" / "best.pt").read_text() == "0.09"
     assert not (tmp_path / "my project" / "outputs").exists()
+
+
+# ------------------------------------------------------------------------------ hosts that try to trip it
+
+SCRIPT_TRAPS = {
+    # a name bound in a try block, then a constant of that name: moving the constant would change the value
+    "try_binding": "try:\n    import nothing_here\n    WIDTH = 8\nexcept ImportError:\n    WIDTH = 4\nWIDTH = 128\nprint(f'val_loss={WIDTH}')\n",
+    # after a star import any constant may be shadowed: nothing moves
+    "star_import": "from os.path import *\nBATCH = 64\nprint(f'val_loss={BATCH}')\n",
+    # an option default named like a local of the function must not become that local
+    "local_name": (
+        "import argparse\n"
+        "def main():\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    p.add_argument('--batch-size', type=int, default=8)\n"
+        "    args = p.parse_args([])\n"
+        "    BATCH_SIZE = args.batch_size\n"
+        "    print(f'val_loss={BATCH_SIZE}')\n"
+        "main()\n"
+    ),
+    # an option default and an if-bound module name of the same upper-case name
+    "if_binding": (
+        "import argparse, sys\n"
+        "if len(sys.argv) > 5:\n    WIDTH = 1\nelse:\n    WIDTH = 999\n"
+        "p = argparse.ArgumentParser()\np.add_argument('--width', type=int, default=7)\n"
+        "print(f'val_loss={p.parse_args().width}')\n"
+    ),
+    # a PEP 263 coding line and non-ASCII text: Python decodes it, and so must ar
+    "latin1": "# -*- coding: latin-1 -*-\n\"\"\"Gr\xfc\xdfe.\"\"\"\nNAME = '\xe4'\nprint(f'val_loss={len(NAME)}')\n",
+    "bom": "\ufeffLR = 3\nprint(f'val_loss={LR}')\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPT_TRAPS))
+def test_the_script_pattern_runs_the_baseline_as_the_host_does(tmp_path: Path, name: str) -> None:
+    text = SCRIPT_TRAPS[name]
+    encoding = "latin-1" if name == "latin1" else "utf-8"
+    (tmp_path / "host.py").write_bytes(text.encode(encoding))
+    direct = subprocess.run([sys.executable, "host.py"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    project = init(tmp_path, "--entry", "host.py", "--entry-pattern", "script")
+    project.ar("run", check=True)
+    assert (project.expr / "runs" / "r0001" / "run.log").read_text().strip() == direct.strip()
+
+
+def test_script_knobs_for_checkpoints_and_seeds_stay_settable(tmp_path: Path) -> None:
+    host(tmp_path, {"host.py": """\
+        import argparse, os
+        OUT = 10  # output features: a number, never a checkpoint directory
+        p = argparse.ArgumentParser()
+        p.add_argument("--save_dir", default="saved")
+        p.add_argument("--seed", type=int, default=0)
+        a = p.parse_args()
+        os.makedirs(a.save_dir, exist_ok=True)
+        print(f"seed={a.seed} out={OUT} val_loss={a.seed + OUT}")
+        """})
+    project = init(tmp_path, "--entry", "host.py", "--entry-pattern", "script")
+    project.ar("run", check=True)
+    assert "seed=0 out=10" in (project.expr / "runs" / "r0001" / "run.log").read_text()
+    done = project.ar("run", "--set", "SEED=5", "--set", "OUT=3", "--set", "SAVE_DIR='x'", "--note", "set")
+    assert done.returncode == 0, done.stderr
+    assert "seed=5 out=3" in (project.expr / "runs" / "r0002" / "run.log").read_text()
+    assert (project.expr / "runs" / "r0002" / "ckpt").is_dir() and not (tmp_path / "x").exists()  # still $AR_CKPT_DIR
+
+
+@pytest.mark.parametrize(
+    ("source", "pattern"),
+    [
+        ('"""No argparse here, and no @hydra.main either."""\nX = 1  # fire up the training\nprint(X)\n', "script"),
+        ("# TrainingArguments were used once\nimport argparse\np = argparse.ArgumentParser()\np.add_argument('--lr', default=1)\n", "argparse-cli"),
+        ("from hydra import main as entry\n@entry(config_path='c')\ndef m(cfg): pass\n", "hydra"),
+        ("import sys\nprint(sys.argv)\n", "argparse-cli"),
+    ],
+)
+def test_detection_reads_the_code_not_its_comments(tmp_path: Path, source: str, pattern: str) -> None:
+    project = init(host(tmp_path, {"a.py": source}), "--entry", "a.py")
+    status = json.loads(project.ar("status", "--json", check=True).stdout)
+    assert status["entry"]["pattern"] == pattern
+    assert "--output_dir" not in project.train_py.read_text()  # only an HfArgumentParser of TrainingArguments gets it
+
+
+def test_a_script_without_py_a_src_module_and_a_module_with_relative_imports(tmp_path: Path) -> None:
+    host(tmp_path, {
+        "bin/train": "#!/usr/bin/env python3\nimport sys\nprint(f'val_loss={len(sys.argv)}')\n",
+        "src/srcpkg/__init__.py": "",
+        "src/srcpkg/cli.py": "import argparse\nfrom . import util\np = argparse.ArgumentParser()\nprint(f'val_loss={util.V}')\np.parse_args()\n",
+        "src/srcpkg/util.py": "V = 5\n",
+        "relpkg/__init__.py": "",
+        "relpkg/run.py": "from .util import V\nprint(f'val_loss={V}')\n",
+        "relpkg/util.py": "V = 6\n",
+    })
+    for slug, entry, value in (("a", "bin/train", 1), ("b", "srcpkg.cli", 5), ("c", "relpkg.run", 6)):
+        project = Project(tmp_path, slug)
+        project.ar("init", "--expr", slug, "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min", "--entry", entry, check=True)
+        project.ar("run", "--expr", slug, check=True)
+        assert project.result("r0001")["primary"]["value"] == value, (entry, (project.expr / "runs" / "r0001" / "run.log").read_text())
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--entry", "host.py", "--cli-args-json", '["--epochs", 3]'), ("strings",)),
+        (("--entry", "host.py", "--cli-args-json", '{"--epochs": NaN}'), ("NaN",)),
+        (("--entry", "host.py", "--cli-args-json", '{"--cfg": {"a": 1}}'), ("--cli-args-json",)),
+        (("--entry", "host.py:fit", "--cli-args-json", '{"bogus": 1}'), ("bogus",)),
+        (("--entry", "host.py:later"), ("async",)),
+        (("--entry", "a\nb.py"), ("usable",)),
+        (("--entry", "broken.py:f"), ("parse",)),
+    ],
+)
+def test_entries_that_could_never_run_are_refused_at_init(tmp_path: Path, args: tuple, words: tuple) -> None:
+    host(tmp_path, {"host.py": "import argparse\ndef fit(lr=1):\n    return lr\nasync def later():\n    return 1\n", "broken.py": "def f(:\n"})
+    before = tree(tmp_path)
+    done = Project(tmp_path).ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min", *args)
+    assert_one_line_error(done, *words)
+    assert tree(tmp_path) == before

@@ -74,9 +74,8 @@ def init_experiment(
         raise ArError("--checkpoint-glob is empty", "e.g. --checkpoint-glob 'checkpoints/*.pt', or omit it and save to $AR_CKPT_DIR")
     if paths.dir.exists():
         raise ArError(f"experiment '{slug}' already exists ({paths.dir})", "choose another --expr slug")
-    host, train_py = _scaffold(project.root, entry, entry_pattern, cli_args_json, example, primary_metric, primary_direction)
-    if host is not None and checkpoint_glob is None:
-        checkpoint_glob = train_py.checkpoint_glob
+    host, written = _scaffold(project.root, entry, entry_pattern, cli_args_json, example, primary_metric, primary_direction)
+    checkpoint_glob = checkpoint_glob or written.checkpoint_glob
     experiment = Experiment(
         slug=slug,
         goal=goal,
@@ -99,7 +98,7 @@ def init_experiment(
     staged = ExperimentPaths(project.root, slug, project.state_dir / f".init-{slug}-{os.getpid()}")
     shutil.rmtree(staged.dir, ignore_errors=True)
     try:
-        _write_experiment(staged, experiment, seconds, metric_extract_code, train_py.train_py)
+        _write_experiment(staged, experiment, seconds, metric_extract_code, written.text)
         os.rename(staged.dir, paths.dir)  # the experiment appears whole or not at all
     except BaseException:
         shutil.rmtree(staged.dir, ignore_errors=True)

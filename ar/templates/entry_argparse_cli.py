@@ -8,7 +8,7 @@ CLI_OVERRIDES = {}
 ENTRY = __ENTRY__  # __ENTRY_KIND__
 FIXED_ARGS = __FIXED_ARGS__  # the arguments of the run as set up
 CKPT_OPTION = __CKPT_OPTION__  # the host option that gets $AR_CKPT_DIR, where ar keeps the run's checkpoint
-SEED_OPTION = __SEED_OPTION__  # the host option that gets $AR_SEED when ar sets one
+SEED_OPTION = None  # __SEED_HINT__
 __OPTIONS_COMMENT__
 import os  # noqa: E402
 import runpy  # noqa: E402
@@ -47,9 +47,9 @@ def _options(options):
 
 def main():
     root = next((p.parent for p in Path(__file__).resolve().parents if p.name == ".autoresearch"), Path.cwd())
-    target = ENTRY if ENTRY.endswith(".py") else None
-    # The host's imports resolve as when it runs itself: its own folder, then the project root.
-    sys.path[:1] = [str((root / target).parent) if target else str(root), str(root)]
+    target = ENTRY if "/" in ENTRY or ENTRY.endswith(".py") else None  # else a module
+    # The host's imports resolve as when it runs itself: its own folder, the project root (and src/).
+    sys.path[:1] = [str((root / target).parent) if target else str(root), str(root), str(root / "src")]
     patch_host()
     if target:
         sys.argv = [str(root / target), *host_argv()]

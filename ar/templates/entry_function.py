@@ -8,7 +8,7 @@ KWARGS = __FIXED_ARGS__
 ENTRY = __ENTRY__
 PRIMARY_METRIC = __METRIC__
 CKPT_KWARG = __CKPT_OPTION__  # the parameter that gets $AR_CKPT_DIR, where ar keeps the run's checkpoint
-SEED_KWARG = __SEED_OPTION__  # the parameter that gets $AR_SEED when ar sets one
+SEED_KWARG = None  # __SEED_HINT__
 __OPTIONS_COMMENT__
 import importlib  # noqa: E402
 import os  # noqa: E402
@@ -26,19 +26,29 @@ def patch_host():
 def host_function(root):
     where, _, name = ENTRY.rpartition(":")
     if where.endswith(".py"):
-        sys.path[:1] = [str((root / where).parent), str(root)]
+        sys.path[:1] = [str((root / where).parent), str(root), str(root / "src")]
         return runpy.run_path(str(root / where), run_name="__host__")[name]
-    sys.path[:1] = [str(root)]
+    sys.path[:1] = [str(root), str(root / "src")]
     return getattr(importlib.import_module(where), name)
 
 
+def number(value):
+    """A float of an int, float, numpy scalar or 0-d tensor; None for anything else."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def report(result):
-    if isinstance(result, (int, float)) and not isinstance(result, bool):
+    if number(result) is not None:
         result = {PRIMARY_METRIC: result}
     items = result.items() if isinstance(result, dict) else vars(result).items() if hasattr(result, "__dict__") else ()
     for name, value in items:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            print(f"{name}={value!r}", flush=True)  # repr: every digit of a float (and nan, inf)
+        if number(value) is not None:
+            print(f"{name}={number(value)!r}", flush=True)  # repr: every digit of a float (and nan, inf)
 
 
 def main():
