@@ -98,6 +98,7 @@ def session(
     chain_max: Annotated[Optional[int], typer.Option(help="Follow-up experiments allowed with max_n.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="continue, revert-best, or fresh (wipes runs and best; needs --yes).")] = None,
     runner: Annotated[Optional[str], typer.Option(help="Change the launch command; {python} and {train_py} are filled in.")] = None,
+    max_changed_lines: Annotated[Optional[int], typer.Option(help="Refuse a train.py changing more lines than this against the best (0: no limit).")] = None,
     ack_baseline: Annotated[bool, typer.Option("--ack-baseline", help="Record that the first run is the baseline.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --resume fresh.")] = False,
     json: Json = False,
@@ -107,7 +108,7 @@ def session(
 
     return session_command(
         expr, json, seconds=seconds, max_runs=max_runs, plateau=plateau, threshold=threshold, unlimited=unlimited,
-        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, ack_baseline=ack_baseline, yes=yes,
+        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, ack_baseline=ack_baseline, yes=yes,
     )
 
 

@@ -13,7 +13,7 @@ import time
 
 from ar import chain, launch, lines, outcome_record, supervisor
 from ar.active import busy_error, record_owner
-from ar.best import best_value, load_best, train_py_problem
+from ar.best import best_value, load_best, restore_source, train_py_problem
 from ar.durable import read_json, sha256_file, write_bytes_atomic
 from ar.errors import EXIT_ERROR, EXIT_TERMINATED, EXIT_UNCLEAN, ArError, as_typed
 from ar.faults import crash_point
@@ -39,6 +39,7 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
     preflight(paths, session)
     if knobs is not None:
         set_knobs(paths, *knobs)
+    check_mutation_budget(paths, session)
     budget = seconds or session.loop.seconds
     run = start_run(paths)
     chain.consume_reentry(paths)  # a chain child's first run: the non-interactive re-entry is over
@@ -123,6 +124,22 @@ def set_knobs(paths: ExperimentPaths, settings: dict, note: str | None) -> None:
     changed = apply_settings(source, settings, note)
     if changed != source:
         write_bytes_atomic(paths.train_py, changed.encode())
+
+
+def check_mutation_budget(paths: ExperimentPaths, session: Session) -> None:
+    """Refuse a train.py that changes more lines than `--max-changed-lines` against the one it
+    would be restored to (the best's, or the baseline's); the first run is the baseline itself."""
+    limit = session.loop.max_changed_lines
+    if limit is None or load_state(paths).last_run == 0:
+        return
+    from ar.diffsize import changed_lines, diff_size, shown
+
+    best = load_best(paths)
+    size = diff_size(file_text(restore_source(paths, best)), file_text(paths.train_py))
+    if changed_lines(size) > limit:
+        against = best["run_id"] if best else "the baseline"
+        raise ArError(f"train.py changes {changed_lines(size)} lines ({shown(size)}) against {against}; the mutation budget is {limit}",
+                      "make a smaller change (undo part of the edit), or raise it with `ar session --max-changed-lines N`")
 
 
 def check_unclean(paths: ExperimentPaths) -> None:

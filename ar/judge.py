@@ -9,7 +9,7 @@ import math
 import signal
 
 from ar import chain, launch
-from ar.best import best_value, load_best
+from ar.best import best_value, load_best, restore_source
 from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
 from ar.durable import write_json_atomic
@@ -68,6 +68,7 @@ def finalize(
         "constraints": checked,
         "reason": _printable(reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction)),
         "note": read_run_note(file_text(run.train_py)),
+        "diff": diff_against(paths, best, run),
         "exit_code": outcome.exit_code,
         "train_py": "kept" if advanced else f"restored from {best['run_id']}" if best else "restored from baseline (as set up for r0001)",
         "should_terminate": stop is not None,
@@ -83,6 +84,13 @@ def finalize(
     crash_point("after_result")
     apply_result(paths, result)
     return result
+
+
+def diff_against(paths: ExperimentPaths, best: dict | None, run: RunPaths) -> str:
+    """`+a -b`: the run's train.py against the one it started from (the best's, or the baseline's)."""
+    from ar.diffsize import diff_size, shown
+
+    return shown(diff_size(file_text(restore_source(paths, best)), file_text(run.train_py)))
 
 
 def _printable(text: str | None) -> str | None:

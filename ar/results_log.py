@@ -13,7 +13,7 @@ from pathlib import Path
 from ar.durable import append_line
 from ar.layout import run_number
 
-COLUMNS = ("run_id", "started_at", "wall_s", "status", "verdict", "metric", "value", "valid", "improved", "note")
+COLUMNS = ("run_id", "started_at", "wall_s", "status", "verdict", "metric", "value", "valid", "improved", "note", "diff")
 HEADER = "\t".join(COLUMNS)
 _BACK_CHUNK = 16384
 
@@ -35,6 +35,7 @@ def format_row(result: dict) -> str:
         "true" if result["valid"] else "false",
         "true" if result["improved_over_best"] else "false",
         _cell(result["note"]),
+        result.get("diff", ""),  # `+a -b` against the train.py it started from (absent before it was recorded)
     )
     return "\t".join(cells)
 

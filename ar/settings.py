@@ -66,6 +66,7 @@ class Loop(NamedTuple):
     chain_max: int | None = None
     resume: str = "continue"
     baseline_acknowledged: bool = False
+    max_changed_lines: int | None = None  # the mutation budget: lines a train.py may change against its restore target
 
 
 class Session(NamedTuple):

@@ -185,7 +185,7 @@ def test_multiline_run_note_is_recorded_on_one_line(project: Project) -> None:
     raw = (project.expr / "results.tsv").read_text(encoding="utf-8")
     assert raw.count("\n") == 2  # header + one row
     row = project.rows()[0]
-    assert len(row) == 10
+    assert len(row) == 11
     assert row[9] == NOTE
     status = project.ar("status", "--last", "1")
     assert status.stdout.strip().splitlines()[-1] == f"r0001 advance 1 {NOTE}"
@@ -205,7 +205,7 @@ def test_run_note_variants(project: Project, line: str, note: str) -> None:
     run_ok(project)
     assert project.result("r0001")["note"] == note
     row = project.rows()[0]
-    assert len(row) == 10 and row[9] == note
+    assert len(row) == 11 and row[9] == note
 
 
 # -------------------------------------------------------------------------------- damaged state files
@@ -317,12 +317,12 @@ def test_truncated_last_row_is_repaired(project: Project, cut: int) -> None:
     data = status_json(project)
     assert data["runs"] == 3
     assert results.read_bytes() == intact  # the lost row is back, whole
-    assert [len(r) for r in project.rows()] == [10, 10, 10]
+    assert [len(r) for r in project.rows()] == [11, 11, 11]
 
     project.write_train(printing("1.0"), "next")
     run_ok(project)
     assert [r[0] for r in project.rows()] == ["r0001", "r0002", "r0003", "r0004"]
-    assert all(len(r) == 10 for r in project.rows())
+    assert all(len(r) == 11 for r in project.rows())
 
 
 # --------------------------------------------------------------------------- wrong place, wrong name

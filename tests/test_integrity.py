@@ -22,7 +22,7 @@ import pytest
 from conftest import Project, clean_env, printing
 from processes import gone, wait_until
 
-HEADER = "run_id\tstarted_at\twall_s\tstatus\tverdict\tmetric\tvalue\tvalid\timproved\tnote"
+HEADER = "run_id\tstarted_at\twall_s\tstatus\tverdict\tmetric\tvalue\tvalid\timproved\tnote\tdiff"
 FAILURES = {"crash", "timeout", "invalid", "unclean"}
 
 
@@ -152,7 +152,7 @@ def check_invariants(project: Project, train_py_restored: bool = True) -> dict |
     assert text.startswith(HEADER + "\n") and text.endswith("\n"), f"torn results.tsv: {text[-200:]!r}"
     rows = project.rows()
     for row in rows:
-        assert len(row) == 10, f"malformed row {row!r}"
+        assert len(row) == 11, f"malformed row {row!r}"
     ids = [row[0] for row in rows]
     run_dirs = sorted(p.name for p in (expr / "runs").iterdir())
     assert len(ids) == len(set(ids)), f"duplicate rows: {ids}"

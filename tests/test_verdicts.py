@@ -75,7 +75,7 @@ def assert_restored(project: Project) -> None:
 def assert_rows(project: Project, n: int) -> list[list[str]]:
     rows = project.rows()
     assert [r[0] for r in rows] == [f"r{i:04d}" for i in range(1, n + 1)]  # exactly one row per run
-    assert all(len(r) == 10 for r in rows), rows
+    assert all(len(r) == 11 for r in rows), rows
     return rows
 
 

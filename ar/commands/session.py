@@ -73,6 +73,10 @@ def _apply_flags(session: Session, f: dict) -> Session:
         if f["resume"] == "fresh" and not f["yes"]:
             raise ArError("--resume fresh deletes every run and the best", "add --yes to confirm")
         changes["resume"] = f["resume"]
+    if f["max_changed_lines"] is not None:
+        if f["max_changed_lines"] < 0:
+            raise ArError(f"--max-changed-lines {f['max_changed_lines']} is out of range", "give the lines one run may change, e.g. 20 (0: no limit)")
+        changes["max_changed_lines"] = f["max_changed_lines"] or None
     if f["ack_baseline"]:
         changes["baseline_acknowledged"] = True
     if f["runner"] is not None:
@@ -103,6 +107,6 @@ def describe(session: Session) -> list[str]:
     return [
         f"expr {e.slug}: {e.primary_direction} {e.primary_metric} via {e.metric_backend}; runner {e.runner}",
         f"seconds {loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
-        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}",
+        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}",
         f"chain_mode {loop.chain_mode}, chain_max {loop.chain_max}, resume {loop.resume}, baseline_acknowledged {str(loop.baseline_acknowledged).lower()}",
     ]
