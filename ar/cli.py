@@ -86,7 +86,7 @@ def init(
 @app.command()
 def session(
     expr: Expr = None,
-    seconds: Annotated[Optional[int], typer.Option(help="Time limit per run.")] = None,
+    seconds: Annotated[Optional[str], typer.Option(help="Time limit per run, or auto: 2x the baseline's wall time (the current limit caps it).")] = None,
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     plateau: Annotated[Optional[int], typer.Option(help="Stop after N scored runs without improvement.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Stop once the best reaches this value.", callback=_finite)] = None,
@@ -99,6 +99,7 @@ def session(
     resume: Annotated[Optional[str], typer.Option(help="continue, revert-best, or fresh (wipes runs and best; needs --yes).")] = None,
     runner: Annotated[Optional[str], typer.Option(help="Change the launch command; {python} and {train_py} are filled in.")] = None,
     max_changed_lines: Annotated[Optional[int], typer.Option(help="Refuse a train.py changing more lines than this against the best (0: no limit).")] = None,
+    prefer_simpler: Annotated[Optional[bool], typer.Option("--prefer-simpler/--no-prefer-simpler", help="A smaller train.py within the noise floor of the best advances.")] = None,
     ack_baseline: Annotated[bool, typer.Option("--ack-baseline", help="Record that the first run is the baseline.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --resume fresh.")] = False,
     json: Json = False,
@@ -108,7 +109,7 @@ def session(
 
     return session_command(
         expr, json, seconds=seconds, max_runs=max_runs, plateau=plateau, threshold=threshold, unlimited=unlimited,
-        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, ack_baseline=ack_baseline, yes=yes,
+        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, prefer_simpler=prefer_simpler, ack_baseline=ack_baseline, yes=yes,
     )
 
 

@@ -1,4 +1,6 @@
-"""How much a train.py changes against the one it started from (pure): `+added -removed` lines.
+"""How much a train.py changes against the one it started from, and how big it is (pure).
+
+`+added -removed` lines:
 
 A replaced line counts once on each side; "changed lines", the mutation budget's measure, is the
 larger side, so a one-line edit changes 1 line and a 10-line insertion changes 10.
@@ -18,6 +20,11 @@ def diff_size(before: str, after: str) -> tuple[int, int]:
             removed += i2 - i1
             added += j2 - j1
     return added, removed
+
+
+def code_lines(source: str) -> int:
+    """The size `--prefer-simpler` compares: lines that are neither blank nor only a comment."""
+    return sum(1 for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
 def changed_lines(size: tuple[int, int]) -> int:

@@ -27,6 +27,7 @@ from ar.state import load_state
 from ar.termination import terminated_by, with_chain
 from ar.judge import file_text, finalize
 from ar.text import utc_time
+from ar.time_limit import run_seconds
 
 
 
@@ -40,24 +41,25 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
     if knobs is not None:
         set_knobs(paths, *knobs)
     check_mutation_budget(paths, session)
-    budget = seconds or session.loop.seconds
+    usual = run_seconds(paths, session)
+    budget = seconds or usual
     run = start_run(paths)
     chain.consume_reentry(paths)  # a chain child's first run: the non-interactive re-entry is over
     crash_point("after_snapshot")
     channel = supervisor.detach(lock, paths.supervisor_log)  # from here on, two processes
     if channel.is_caller:
         return channel.follow(run.run_id, wait)
-    supervisor.run_supervised(lambda: own_run(paths, session, run, budget, channel), channel)
+    supervisor.run_supervised(lambda: own_run(paths, session, run, budget, usual, channel), channel)
     raise AssertionError("unreachable: the supervisor exits")
 
 
-def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, channel) -> int:
+def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel) -> int:
     """The supervisor's part: launch and watch, then judge and record."""
     started = time.time()
 
     def launched(pid: int) -> None:  # runs while the training starts up, off its critical path
         record_owner(paths, run.run_id, pid=os.getpid(), started_at=utc_time(started), seconds=budget)
-        channel.line(lines.launched(run.run_id, budget, read_run_note(file_text(run.train_py)), session.loop.seconds))
+        channel.line(lines.launched(run.run_id, budget, read_run_note(file_text(run.train_py)), usual))
         crash_point("after_spawn")
 
     outcome = launch.watch(paths, session, run, budget, launched)

@@ -43,8 +43,9 @@ def finalize(
     previous = {"run_id": best["run_id"], "value": best["value"]} if best else None
     hold = all(c["passed"] for c in checked)
     unmeasured = any(c["value"] is None for c in checked)
+    simpler = loop.prefer_simpler and best is not None and _smaller(run, restore_source(paths, best))
     decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, loop.min_delta,
-                      loop.min_rel_delta, unmeasured)
+                      loop.min_rel_delta, unmeasured, simpler)
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
     best_after = {"run_id": run.run_id, "value": primary} if advanced else previous
@@ -93,6 +94,12 @@ def diff_against(paths: ExperimentPaths, best: dict | None, run: RunPaths) -> st
     return shown(diff_size(file_text(restore_source(paths, best)), file_text(run.train_py)))
 
 
+def _smaller(run: RunPaths, best_train_py) -> bool:
+    from ar.diffsize import code_lines
+
+    return code_lines(file_text(run.train_py)) < code_lines(file_text(best_train_py))
+
+
 def _printable(text: str | None) -> str | None:
     return None if text is None else printable(text)
 
@@ -115,7 +122,7 @@ def measured_metrics(outcome) -> dict[str, float]:
 
 
 def failure_reason(outcome, decision, session: Session, primary, previous: dict | None, checked: list[dict], extraction) -> str | None:
-    """Why the run did not advance, in one line (None when it did)."""
+    """Why the run did not advance, in one line (None when it did; for a simpler train.py, why it did)."""
     status, metric = decision.status, session.experiment.primary_metric
     if status == "unclean":
         return f"processes survived SIGKILL: {' '.join(map(str, outcome.survivors[:8]))}"
@@ -135,6 +142,8 @@ def failure_reason(outcome, decision, session: Session, primary, previous: dict 
         where = f"by the {extraction.source} backend" if extraction.source != "log" else "in the run's output"
         return f"{metric} not found {where}" + (f" ({extraction.problem})" if extraction.problem else "")
     failed = [f"{c['name']}{c['op']}{c['threshold']:g} failed ({c['value']})" for c in checked if not c["passed"]]
+    if decision.verdict == "advance" and not decision.improved and previous is not None:
+        return "simpler at equal metric"
     if failed or decision.verdict == "advance" or previous is None:
         return "; ".join(failed) or None
     loop, direction = session.loop, session.experiment.primary_direction

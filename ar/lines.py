@@ -38,7 +38,7 @@ def metric(result: dict) -> str:
 def verdict(paths: ExperimentPaths, result: dict) -> str:
     parts = [f"verdict {result['status']}/{result['verdict']}"]
     if result["verdict"] == "advance":
-        parts.append("kept")
+        parts += ["kept", result["reason"]] if result["reason"] else ["kept"]  # `simpler at equal metric`
     else:
         if result["reason"]:
             parts.append(result["reason"])

@@ -49,14 +49,18 @@ def decide(
     min_delta: float = 0.0,
     min_rel_delta: float = 0.0,
     constraint_unmeasured: bool = False,
+    simpler: bool = False,
 ) -> Decision:
     """run_status is the watchdog's: ok | crash | timeout | interrupted | unclean.
     constraint_unmeasured: a hard constraint names a metric the run never produced; that run is
-    invalid (a failure the breaker counts), so a limit nobody measures cannot block silently."""
+    invalid (a failure the breaker counts), so a limit nobody measures cannot block silently.
+    simpler: `--prefer-simpler` is on and this train.py is smaller than the best's; then a run
+    within the noise floor of the best (not worse by more than it) advances too."""
     if run_status != "ok":
         return Decision(run_status, _VERDICT_OF_FAILURE[run_status], False, False)
     if primary is None or not math.isfinite(primary) or constraint_unmeasured:
         return Decision("invalid", "revert", False, False)
     improved = is_better(primary, best, direction, min_delta, min_rel_delta)
     valid = constraints_hold
-    return Decision("ok", "advance" if valid and improved else "revert", valid, improved)
+    equal = best is not None and -gain(primary, best, direction) <= noise_floor(best, min_delta, min_rel_delta)
+    return Decision("ok", "advance" if valid and (improved or (simpler and equal)) else "revert", valid, improved)

@@ -31,7 +31,7 @@ OTHER_TOOLS |= {"--lr", "--learning_rate", "--hidden", "--log_dir", "--max_steps
 
 def cli_flags() -> dict[str, set[str]]:
     group = typer.main.get_command(app)
-    return {name: {opt for p in cmd.params for opt in p.opts if opt.startswith("--")} | {"--help"} for name, cmd in group.commands.items()}
+    return {name: {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("--")} | {"--help"} for name, cmd in group.commands.items()}
 
 
 def mentions(path: Path) -> list[tuple[str, set[str]]]:

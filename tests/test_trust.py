@@ -36,3 +36,44 @@ def test_a_train_py_over_the_mutation_budget_is_refused_before_launch(tmp_path: 
     project.train_py.write_text(project.train_py.read_text() + "".join(f"V{i} = {i}\n" for i in range(9)))
     assert project.ar("run").returncode == 0
     assert Project(tmp_path).result("r0003")["diff"] == "+9 -0"
+
+
+def _program(value: str, extra_lines: int = 0) -> str:
+    padding = "".join(f"unused_{i} = {i}\n" for i in range(extra_lines))
+    return f"{padding}# a comment line is not code\n\nprint('val_loss={value}')\n"
+
+
+def test_prefer_simpler_advances_a_smaller_train_py_within_the_noise_floor(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    project.ar("session", "--min-delta", "0.01", "--prefer-simpler", check=True)
+    project.write_train(_program("1.000", extra_lines=5), "baseline with dead code")
+    project.ar("run", check=True)
+    project.write_train(_program("1.005", extra_lines=2), "drop dead code")  # 0.005 worse: within the floor, 3 lines fewer
+    done = project.ar("run", check=True)
+    assert "ok/advance | kept | simpler at equal metric" in done.stdout, done.stdout
+    assert project.result("r0002")["improved_over_best"] is False and project.best()["run_id"] == "r0002"
+    project.write_train(_program("1.016", extra_lines=0), "smaller but worse")  # 0.011 worse than r0002: beyond the floor
+    assert "ok/revert" in project.ar("run", check=True).stdout
+    project.write_train(_program("1.005", extra_lines=4), "equal but bigger")  # a bigger train.py needs a real gain
+    assert "ok/revert" in project.ar("run", check=True).stdout
+    project.ar("session", "--no-prefer-simpler", check=True)
+    project.write_train(_program("1.005", extra_lines=0), "smaller, rule off")
+    assert "ok/revert" in project.ar("run", check=True).stdout
+
+
+def test_seconds_auto_is_twice_the_baseline_wall_time_under_the_cap(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    project.ar("session", "--seconds", "40", check=True)
+    project.ar("session", "--seconds", "auto", check=True)
+    status = __import__("json").loads(project.ar("status", "--json", check=True).stdout)
+    assert status["seconds"] == 40 and status["seconds_auto"] is True  # no baseline yet: the cap
+    project.write_train("import time\ntime.sleep(1.2)\nprint('val_loss=1')\n", "baseline")
+    project.ar("run", check=True)
+    wall = project.result("r0001")["wall_seconds"]
+    status = __import__("json").loads(project.ar("status", "--json", check=True).stdout)
+    expected = min(40, max(1, -(-2 * wall // 1)))
+    assert status["seconds"] == expected and "auto: 2x the baseline" in project.ar("status", check=True).stdout
+    project.write_train("import time\ntime.sleep(60)\nprint('val_loss=0.5')\n", "hang")
+    done = project.ar("run", timeout=90)
+    assert "timeout" in done.stdout, done.stdout
+    assert project.result("r0002")["seconds"] == expected  # killed at twice the baseline, not at 40 s

@@ -15,6 +15,7 @@ from ar.repair import repair
 from ar.layout import ExperimentPaths, format_run_id
 from ar.lock import IterationLock
 from ar.settings import load_session
+from ar.time_limit import run_seconds
 from ar.state import load_state
 
 STOP_TIMEOUT = 120  # the watchdog's grace (30 s at most) plus time to record the run
@@ -80,6 +81,6 @@ def _print_result(paths: ExperimentPaths, run_id: str | None) -> int:
             raise ArError(f"experiment '{paths.slug}' has no runs yet", "start one with `ar run`")
         run_id = format_run_id(last)
     result = read_json(paths.run(run_id).result, "run `ar status` to repair the experiment")
-    for line in lines.all_lines(paths, result, load_session(paths).loop.seconds):
+    for line in lines.all_lines(paths, result, run_seconds(paths, load_session(paths))):
         print(line)
     return lines.exit_code(result)

@@ -43,12 +43,24 @@ def _positive(flag: str, value, upper: int | None = None):
     return value
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ArError(f"--seconds {text!r} is not a number of seconds", "give whole seconds, e.g. --seconds 600, or --seconds auto") from None
+
+
 def _apply_flags(session: Session, f: dict) -> Session:
     loop = session.loop
     changes = {}
-    for flag, key in (("seconds", "seconds"), ("max_runs", "max_runs"), ("plateau", "plateau"), ("max_failures", "max_failures"), ("chain_max", "chain_max")):
+    if f["seconds"] is not None:
+        if f["seconds"].strip().lower() == "auto":
+            changes["seconds_auto"] = True  # the current limit stays, as the cap
+        else:
+            changes.update(seconds=_positive("seconds", _whole(f["seconds"]), MAX_SECONDS), seconds_auto=False)
+    for flag, key in (("max_runs", "max_runs"), ("plateau", "plateau"), ("max_failures", "max_failures"), ("chain_max", "chain_max")):
         if f[key] is not None:
-            changes[key] = _positive(flag.replace("_", "-"), f[key], MAX_SECONDS if key == "seconds" else None)
+            changes[key] = _positive(flag.replace("_", "-"), f[key])
     if f["threshold"] is not None:  # finite: the CLI refuses NaN and inf for every float flag
         changes["threshold"] = f["threshold"]
     for key, upper in (("min_delta", math.inf), ("min_rel_delta", 1.0)):
@@ -77,6 +89,8 @@ def _apply_flags(session: Session, f: dict) -> Session:
         if f["max_changed_lines"] < 0:
             raise ArError(f"--max-changed-lines {f['max_changed_lines']} is out of range", "give the lines one run may change, e.g. 20 (0: no limit)")
         changes["max_changed_lines"] = f["max_changed_lines"] or None
+    if f["prefer_simpler"] is not None:
+        changes["prefer_simpler"] = f["prefer_simpler"]
     if f["ack_baseline"]:
         changes["baseline_acknowledged"] = True
     if f["runner"] is not None:
@@ -106,7 +120,7 @@ def describe(session: Session) -> list[str]:
     e, loop = session.experiment, session.loop
     return [
         f"expr {e.slug}: {e.primary_direction} {e.primary_metric} via {e.metric_backend}; runner {e.runner}",
-        f"seconds {loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
-        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}",
+        f"seconds {'auto (2x the baseline), at most ' if loop.seconds_auto else ''}{loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
+        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}, prefer_simpler {str(loop.prefer_simpler).lower()}",
         f"chain_mode {loop.chain_mode}, chain_max {loop.chain_max}, resume {loop.resume}, baseline_acknowledged {str(loop.baseline_acknowledged).lower()}",
     ]

@@ -19,6 +19,7 @@ from ar.text import clip
 from ar.settings import DEFAULT_RUNNER, load_session
 from ar.state import load_state
 from ar.termination import progress, terminated_by, with_chain
+from ar.time_limit import run_seconds
 
 MAX_LAST = 50
 BEST_LINE_CHARS = 100  # the best line names the checkpoint only when it stays this short
@@ -53,7 +54,8 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
     return {
         "expr": paths.slug,
         "primary": {"name": session.experiment.primary_metric, "direction": session.experiment.primary_direction},
-        "seconds": session.loop.seconds,
+        "seconds": run_seconds(paths, session),
+        "seconds_auto": session.loop.seconds_auto,
         "runner": session.experiment.runner,
         "entry": {"pattern": session.experiment.entry_pattern, "entry": session.experiment.entry} if session.experiment.entry else None,
         "noise": {"min_delta": session.loop.min_delta, "min_rel_delta": session.loop.min_rel_delta},
@@ -89,7 +91,8 @@ def compact_lines(d: dict) -> list[str]:
     floor = " or ".join(
         text for text, on in ((f"{noise['min_delta']:g}", noise["min_delta"]), (f"{noise['min_rel_delta']:.2%}", noise["min_rel_delta"])) if on
     )
-    out = [f"expr {d['expr']}: {p['direction']} {p['name']}, {d['seconds']}s/run" + (f", min gain {floor}" if floor else "")]
+    auto = " (auto: 2x the baseline)" if d.get("seconds_auto") else ""
+    out = [f"expr {d['expr']}: {p['direction']} {p['name']}, {d['seconds']}s/run{auto}" + (f", min gain {floor}" if floor else "")]
     launch = [f"drives {d['entry']['entry']} ({d['entry']['pattern']})"] if d["entry"] else []
     if d["runner"] != DEFAULT_RUNNER:
         launch.append(f"runner {clip(d['runner'], RUNNER_CHARS)}")
