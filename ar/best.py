@@ -36,7 +36,9 @@ def promote_best(paths: ExperimentPaths, result: dict, checkpoint: str | None) -
             "run_id": result["run_id"],
             "metric": result["primary"]["name"],
             "direction": result["primary"]["direction"],
-            "value": result["primary"]["value"],
+            "value": (result.get("best") or {}).get("value", result["primary"]["value"]),  # a mean over repeats
+            "n": (result.get("best") or {}).get("n", 1),
+            "noise": (result.get("best") or {}).get("noise"),  # {"sigma", "n"}: the baseline's spread over seeds
             "checkpoint": checkpoint,
             "train_py": paths.relative(paths.run(result["run_id"]).train_py),
         },

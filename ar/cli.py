@@ -99,7 +99,9 @@ def session(
     resume: Annotated[Optional[str], typer.Option(help="continue, revert-best, or fresh (wipes runs and best; needs --yes).")] = None,
     runner: Annotated[Optional[str], typer.Option(help="Change the launch command; {python} and {train_py} are filled in.")] = None,
     max_changed_lines: Annotated[Optional[int], typer.Option(help="Refuse a train.py changing more lines than this against the best (0: no limit).")] = None,
-    prefer_simpler: Annotated[Optional[bool], typer.Option("--prefer-simpler/--no-prefer-simpler", help="A smaller train.py within the noise floor of the best advances.")] = None,
+    baseline_repeats: Annotated[Optional[int], typer.Option(help="Run the baseline this many times with new seeds; their spread is the noise.")] = None,
+    noise_k: Annotated[Optional[float], typer.Option(help="With a measured spread, a gain must exceed noise_k * sigma (default 2).", callback=_finite)] = None,
+    prefer_simpler: Annotated[Optional[str], typer.Option(help="on: a smaller train.py within the noise floor of the best advances; off.")] = None,
     ack_baseline: Annotated[bool, typer.Option("--ack-baseline", help="Record that the first run is the baseline.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --resume fresh.")] = False,
     json: Json = False,
@@ -109,7 +111,7 @@ def session(
 
     return session_command(
         expr, json, seconds=seconds, max_runs=max_runs, plateau=plateau, threshold=threshold, unlimited=unlimited,
-        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, prefer_simpler=prefer_simpler, ack_baseline=ack_baseline, yes=yes,
+        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, baseline_repeats=baseline_repeats, noise_k=noise_k, prefer_simpler=prefer_simpler, ack_baseline=ack_baseline, yes=yes,
     )
 
 

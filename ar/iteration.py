@@ -14,7 +14,7 @@ import time
 from ar import chain, launch, lines, outcome_record, supervisor
 from ar.active import busy_error, record_owner
 from ar.best import best_value, load_best, restore_source, train_py_problem
-from ar.durable import read_json, sha256_file, write_bytes_atomic
+from ar.durable import read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from ar.errors import EXIT_ERROR, EXIT_TERMINATED, EXIT_UNCLEAN, ArError, as_typed
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths, RunPaths, format_run_id
@@ -26,6 +26,7 @@ from ar.repair import repair
 from ar.state import load_state
 from ar.termination import terminated_by, with_chain
 from ar.judge import file_text, finalize
+from ar.noise import follow_up
 from ar.text import utc_time
 from ar.time_limit import run_seconds
 
@@ -54,28 +55,43 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
 
 
 def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel) -> int:
-    """The supervisor's part: launch and watch, then judge and record."""
+    """The supervisor's part: launch and watch, then judge and record; with --baseline-repeats,
+    the repeats of the baseline follow at once, each its own run of the same snapshot."""
+    group = None
+    while True:
+        result = _launch_and_judge(paths, session, run, budget, usual, channel, announce=group is None)
+        if result is None:
+            return EXIT_ERROR
+        group = follow_up(result, session.loop.baseline_repeats, group)
+        if group is None:
+            break
+        run = start_run(paths, source=paths.run(group["of"]).train_py, group=group)
+    paths.active.unlink(missing_ok=True)
+    for line in lines.finished(paths, result):
+        channel.line(line)
+    return lines.exit_code(result)
+
+
+def _launch_and_judge(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel, announce: bool):
+    """One run under the watchdog, judged and recorded; None when a full disk stopped the record."""
     started = time.time()
 
     def launched(pid: int) -> None:  # runs while the training starts up, off its critical path
         record_owner(paths, run.run_id, pid=os.getpid(), started_at=utc_time(started), seconds=budget)
-        channel.line(lines.launched(run.run_id, budget, read_run_note(file_text(run.train_py)), usual))
+        if announce:
+            channel.line(lines.launched(run.run_id, budget, read_run_note(file_text(run.train_py)), usual))
         crash_point("after_spawn")
 
     outcome = launch.watch(paths, session, run, budget, launched)
     try:
         outcome_record.save(run, outcome, started, budget)  # from here on the run is judged, whatever happens
         crash_point("after_watch")
-        result = finalize(paths, session, run, outcome, started, budget)
+        return finalize(paths, session, run, outcome, started, budget)
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
         channel.line(disk_full_line(paths, run, exc))
-        return EXIT_ERROR
-    paths.active.unlink(missing_ok=True)
-    for line in lines.finished(paths, result):
-        channel.line(line)
-    return lines.exit_code(result)
+        return None
 
 
 def preflight(paths: ExperimentPaths, session: Session) -> None:
@@ -161,7 +177,8 @@ def check_unclean(paths: ExperimentPaths) -> None:
     )
 
 
-def start_run(paths: ExperimentPaths) -> RunPaths:
+def start_run(paths: ExperimentPaths, source=None, group: dict | None = None) -> RunPaths:
+    """A new run directory with its snapshot of train.py (or of `source`: a repeat's series snapshot)."""
     number = load_state(paths).last_run + 1
     while paths.run(format_run_id(number)).dir.exists():  # never reuse an id, whatever state says
         number += 1
@@ -170,7 +187,9 @@ def start_run(paths: ExperimentPaths) -> RunPaths:
     paths.runs.mkdir(exist_ok=True)
     run.dir.mkdir()
     try:
-        shutil.copyfile(paths.train_py, run.train_py)
+        shutil.copyfile(source or paths.train_py, run.train_py)
+        if group is not None:
+            write_json_atomic(run.group, group)
         if number == 1:
             # The baseline is what the user set up for the first run, not the scaffold it replaced:
             # without a best, a failed run restores this, never a template.

@@ -12,9 +12,9 @@ from ar import chain, launch
 from ar.best import best_value, load_best, restore_source
 from ar.checkpoints import find_checkpoint
 from ar.constraints import check_constraints
-from ar.durable import write_json_atomic
+from ar.durable import read_json_or_none, write_json_atomic
 from ar.faults import crash_point
-from ar.layout import ExperimentPaths, RunPaths
+from ar.layout import ExperimentPaths, RunPaths, format_run_id, run_number
 from ar.metrics import extract_metrics
 from ar.record import apply_result
 from ar.runnote import read_run_note
@@ -22,7 +22,8 @@ from ar.settings import Session
 from ar.state import after_run, load_state
 from ar.termination import progress, terminated_by, with_chain
 from ar.text import printable, utc_time
-from ar.verdict import decide, gain, noise_floor
+from ar.noise import min_gain, spread
+from ar.verdict import Decision, decide, gain, noise_floor
 
 METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
 MEASURED = ("wall_seconds", "peak_rss_mb", "peak_gpu_mb")
@@ -43,12 +44,22 @@ def finalize(
     previous = {"run_id": best["run_id"], "value": best["value"]} if best else None
     hold = all(c["passed"] for c in checked)
     unmeasured = any(c["value"] is None for c in checked)
+    group = read_group(run)
+    noise = best.get("noise") if best else None
+    min_delta = min_gain(loop.min_delta, loop.noise_k, noise["sigma"] if noise else None)
     simpler = loop.prefer_simpler and best is not None and _smaller(run, restore_source(paths, best))
-    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, loop.min_delta,
+    decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, min_delta,
                       loop.min_rel_delta, unmeasured, simpler)
+    values = [primary]
+    if group is not None and decision.status == "ok" and decision.valid:
+        # A repeat of the baseline: the same train.py, another seed. It counts toward the best's mean and spread.
+        values = [*group_values(paths, group, run), primary]
+        sigma = spread(values)
+        noise = {"sigma": sigma, "n": len(values)} if sigma is not None else noise
+        decision = Decision("ok", "advance", True, False)
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
-    best_after = {"run_id": run.run_id, "value": primary} if advanced else previous
+    best_after = {"run_id": run.run_id, "value": sum(values) / len(values), "n": len(values), "noise": noise} if advanced else previous
     counters = state.counters(best_after["value"] if best_after else None)
     chain_mode, chain_remaining = chain.budget(paths, loop)
     stop = with_chain(terminated_by(session.limits(), counters), chain_mode, chain_remaining)
@@ -67,9 +78,10 @@ def finalize(
         "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked), *MEASURED]),
         "metric_source": extraction.source,
         "constraints": checked,
-        "reason": _printable(reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction)),
-        "note": read_run_note(file_text(run.train_py)),
+        "reason": _printable(reason or _repeat_reason(group, advanced) or failure_reason(outcome, decision, session, primary, previous, checked, extraction, min_delta)),
+        "note": read_run_note(file_text(run.train_py)) + (f" [repeat {group['index']}/{group['size']}]" if group else ""),
         "diff": diff_against(paths, best, run),
+        "group": group,
         "exit_code": outcome.exit_code,
         "train_py": "kept" if advanced else f"restored from {best['run_id']}" if best else "restored from baseline (as set up for r0001)",
         "should_terminate": stop is not None,
@@ -85,6 +97,26 @@ def finalize(
     crash_point("after_result")
     apply_result(paths, result)
     return result
+
+
+def _repeat_reason(group: dict | None, advanced: bool) -> str | None:
+    return f"baseline repeat {group['index']}/{group['size']}" if group and advanced else None
+
+
+def read_group(run: RunPaths) -> dict | None:
+    """The run's place in a series of baseline repeats, written before it launched; None for most runs."""
+    group = read_json_or_none(run.group)
+    return group if isinstance(group, dict) and {"kind", "of", "index", "size"} <= group.keys() else None
+
+
+def group_values(paths: ExperimentPaths, group: dict, run: RunPaths) -> list[float]:
+    """The valid values of the series' earlier runs (the baseline and the repeats before this one)."""
+    values = []
+    for number in range(run_number(group["of"]), run_number(run.run_id)):
+        result = read_json_or_none(paths.run(format_run_id(number)).result)
+        if isinstance(result, dict) and result.get("valid") and (result.get("group") or {}).get("of", result.get("run_id")) == group["of"]:
+            values.append(result["primary"]["value"])
+    return values
 
 
 def diff_against(paths: ExperimentPaths, best: dict | None, run: RunPaths) -> str:
@@ -121,7 +153,8 @@ def measured_metrics(outcome) -> dict[str, float]:
     return measured
 
 
-def failure_reason(outcome, decision, session: Session, primary, previous: dict | None, checked: list[dict], extraction) -> str | None:
+def failure_reason(outcome, decision, session: Session, primary, previous: dict | None, checked: list[dict], extraction,
+                   min_delta: float) -> str | None:
     """Why the run did not advance, in one line (None when it did; for a simpler train.py, why it did)."""
     status, metric = decision.status, session.experiment.primary_metric
     if status == "unclean":
@@ -149,7 +182,7 @@ def failure_reason(outcome, decision, session: Session, primary, previous: dict 
     loop, direction = session.loop, session.experiment.primary_direction
     gained = gain(primary, previous["value"], direction)
     if gained > 0:
-        floor = noise_floor(previous["value"], loop.min_delta, loop.min_rel_delta)
+        floor = noise_floor(previous["value"], min_delta, loop.min_rel_delta)
         return f"gain {gained:.4g} is within the noise floor {floor:.4g}"
     return None
 

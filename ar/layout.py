@@ -90,6 +90,10 @@ class RunPaths(NamedTuple):
     def process_log(self) -> Path:
         return self.dir / ".ar-processes"  # "pid start" of every process of the run the supervisor saw
 
+    @property
+    def group(self) -> Path:
+        return self.dir / "group.json"  # a repeat of the baseline: {"kind", "of", "index", "size"}
+
 
 class ExperimentPaths:
     """Files of one experiment, .autoresearch/<slug>/."""

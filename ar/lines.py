@@ -32,6 +32,11 @@ def metric(result: dict) -> str:
     before = f"best before {number(prev['value'])} {prev['run_id']}" if prev else "no best before"
     value = primary["value"]
     shown = number(value) if value is not None else "missing"
+    best = result.get("best") or {}
+    if result.get("group") and best.get("run_id") == result["run_id"] and best.get("n", 1) > 1:
+        noise = best.get("noise") or {}
+        sigma = f", sigma {number(noise['sigma'])}" if noise.get("sigma") is not None else ""
+        before = f"{before}; mean {number(best['value'])} of {best['n']}{sigma}"
     return f"metric {primary['name']}={shown} ({primary['direction']}; {before}; {result['wall_seconds']:.1f}s)"
 
 

@@ -66,6 +66,8 @@ class Loop(NamedTuple):
     chain_max: int | None = None
     resume: str = "continue"
     baseline_acknowledged: bool = False
+    baseline_repeats: int = 1  # the baseline runs this many times (new seeds): its spread is the noise
+    noise_k: float = 2.0  # once the spread is known, a gain must exceed noise_k * sigma too
     seconds_auto: bool = False  # the limit is 2x the baseline's wall time, `seconds` the cap
     prefer_simpler: bool = False  # a smaller train.py within the noise floor of the best advances
     max_changed_lines: int | None = None  # the mutation budget: lines a train.py may change against its restore target

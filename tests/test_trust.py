@@ -45,7 +45,7 @@ def _program(value: str, extra_lines: int = 0) -> str:
 
 def test_prefer_simpler_advances_a_smaller_train_py_within_the_noise_floor(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    project.ar("session", "--min-delta", "0.01", "--prefer-simpler", check=True)
+    project.ar("session", "--min-delta", "0.01", "--prefer-simpler", "on", check=True)
     project.write_train(_program("1.000", extra_lines=5), "baseline with dead code")
     project.ar("run", check=True)
     project.write_train(_program("1.005", extra_lines=2), "drop dead code")  # 0.005 worse: within the floor, 3 lines fewer
@@ -56,7 +56,7 @@ def test_prefer_simpler_advances_a_smaller_train_py_within_the_noise_floor(tmp_p
     assert "ok/revert" in project.ar("run", check=True).stdout
     project.write_train(_program("1.005", extra_lines=4), "equal but bigger")  # a bigger train.py needs a real gain
     assert "ok/revert" in project.ar("run", check=True).stdout
-    project.ar("session", "--no-prefer-simpler", check=True)
+    project.ar("session", "--prefer-simpler", "off", check=True)
     project.write_train(_program("1.005", extra_lines=0), "smaller, rule off")
     assert "ok/revert" in project.ar("run", check=True).stdout
 
@@ -77,3 +77,62 @@ def test_seconds_auto_is_twice_the_baseline_wall_time_under_the_cap(tmp_path: Pa
     done = project.ar("run", timeout=90)
     assert "timeout" in done.stdout, done.stdout
     assert project.result("r0002")["seconds"] == expected  # killed at twice the baseline, not at 40 s
+
+
+# A metric with a known truth and seed noise: true_value(LR) + gauss(0, SIGMA) seeded by AR_SEED (a new
+# seed every run, the same for the same run id: the counts below are fixed, not random).
+NOISY = """\
+RUN_NOTE = {note!r}
+LR = {lr}
+import os, random
+noise = random.Random(int(os.environ["AR_SEED"])).gauss(0, 0.05)
+print(f"val_loss={{(LR - 0.3) ** 2 * 10 + 1 + noise}}")
+"""
+
+
+def _noisy(project, lr: float, note: str) -> None:
+    project.train_py.write_text(NOISY.format(lr=lr, note=note))
+
+
+def test_baseline_repeats_measure_the_noise_and_raise_the_floor(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    project.ar("session", "--baseline-repeats", "3", check=True)
+    _noisy(project, 0.3, "baseline")
+    done = project.ar("run", check=True)  # one call: the baseline and its two repeats
+    assert "baseline repeat 3/3" in done.stdout and "mean" in done.stdout, done.stdout
+    values = [project.result(r)["primary"]["value"] for r in ("r0001", "r0002", "r0003")]
+    best = project.best()
+    assert best["run_id"] == "r0003" and best["n"] == 3 and abs(best["value"] - sum(values) / 3) < 1e-12
+    import statistics
+
+    assert abs(best["noise"]["sigma"] - statistics.stdev(values)) < 1e-12 and best["noise"]["n"] == 3
+    assert [row[9] for row in project.rows()] == ["baseline", "baseline [repeat 2/3]", "baseline [repeat 3/3]"]
+    assert len({(project.expr / "runs" / r / "train.py").read_text() for r in ("r0001", "r0002", "r0003")}) == 1
+    assert "baseline repeat 3/3" in project.ar("wait", check=True).stdout  # re-attaching shows the series' end
+    status = __import__("json").loads(project.ar("status", "--json", check=True).stdout)
+    assert status["noise"]["sigma"] == best["noise"]["sigma"]
+    assert "2x sigma" in project.ar("status", check=True).stdout
+
+
+def _advances_of_null_edits(tmp_path: Path, rules: bool, edits: int = 16) -> int:
+    project = make_project(tmp_path)
+    project.ar("session", "--max-failures", "100", *(("--baseline-repeats", "3") if rules else ()), check=True)
+    _noisy(project, 0.3, "baseline")
+    project.ar("run", check=True)
+    first = len(project.rows())
+    for i in range(edits):
+        _noisy(project, 0.3, f"null edit {i}")  # the same code: only the seed differs
+        project.ar("run", check=True)
+    return sum(row[4] == "advance" for row in project.rows()[first:])
+
+
+def test_noise_rules_stop_null_edits_from_advancing_but_not_real_gains(tmp_path: Path) -> None:
+    without = _advances_of_null_edits(tmp_path / "off", rules=False)
+    with_rules = _advances_of_null_edits(tmp_path / "on", rules=True)
+    assert with_rules <= 1 and without >= 3 * max(with_rules, 1), (without, with_rules)  # seed luck advanced without the rules
+    project = Project(tmp_path / "on")
+    _noisy(project, 0.35, "worse lr: the baseline is at the optimum")  # +0.025 true loss: below 2 sigma
+    project.ar("run", check=True)
+    project.ar("session", "--noise-k", "1", check=True)
+    project.train_py.write_text(NOISY.format(lr=0.3, note="real gain").replace("+ 1 + noise", "+ 0.75 + noise"))
+    assert "ok/advance" in project.ar("run", check=True).stdout  # 0.25 better: 5 sigma, well above the floor

@@ -81,6 +81,9 @@ def _print_result(paths: ExperimentPaths, run_id: str | None) -> int:
             raise ArError(f"experiment '{paths.slug}' has no runs yet", "start one with `ar run`")
         run_id = format_run_id(last)
     result = read_json(paths.run(run_id).result, "run `ar status` to repair the experiment")
+    last = read_json_or_none(paths.run(format_run_id(load_state(paths).last_run)).result)
+    if isinstance(last, dict) and (last.get("group") or {}).get("of") == run_id:
+        result = last  # the baseline's repeats ran in the same `ar run`: its lines are the series' last
     for line in lines.all_lines(paths, result, run_seconds(paths, load_session(paths))):
         print(line)
     return lines.exit_code(result)

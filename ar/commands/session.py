@@ -43,6 +43,9 @@ def _positive(flag: str, value, upper: int | None = None):
     return value
 
 
+MAX_REPEATS = 20
+
+
 def _whole(text: str) -> int:
     try:
         return int(text)
@@ -89,8 +92,16 @@ def _apply_flags(session: Session, f: dict) -> Session:
         if f["max_changed_lines"] < 0:
             raise ArError(f"--max-changed-lines {f['max_changed_lines']} is out of range", "give the lines one run may change, e.g. 20 (0: no limit)")
         changes["max_changed_lines"] = f["max_changed_lines"] or None
+    if f["baseline_repeats"] is not None:
+        changes["baseline_repeats"] = _positive("baseline-repeats", f["baseline_repeats"], MAX_REPEATS)
+    if f["noise_k"] is not None:
+        if not 0 <= f["noise_k"] <= 10:
+            raise ArError(f"--noise-k {f['noise_k']} is out of range", "give 0 to 10 (2: gains beyond two standard deviations of the noise)")
+        changes["noise_k"] = f["noise_k"]
     if f["prefer_simpler"] is not None:
-        changes["prefer_simpler"] = f["prefer_simpler"]
+        if f["prefer_simpler"] not in ("on", "off"):
+            raise ArError(f"--prefer-simpler {f['prefer_simpler']!r} is not on or off", "give --prefer-simpler on (or off)")
+        changes["prefer_simpler"] = f["prefer_simpler"] == "on"
     if f["ack_baseline"]:
         changes["baseline_acknowledged"] = True
     if f["runner"] is not None:
@@ -121,6 +132,6 @@ def describe(session: Session) -> list[str]:
     return [
         f"expr {e.slug}: {e.primary_direction} {e.primary_metric} via {e.metric_backend}; runner {e.runner}",
         f"seconds {'auto (2x the baseline), at most ' if loop.seconds_auto else ''}{loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
-        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}, prefer_simpler {str(loop.prefer_simpler).lower()}",
+        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}, baseline_repeats {loop.baseline_repeats}, noise_k {loop.noise_k:g}, prefer_simpler {str(loop.prefer_simpler).lower()}",
         f"chain_mode {loop.chain_mode}, chain_max {loop.chain_max}, resume {loop.resume}, baseline_acknowledged {str(loop.baseline_acknowledged).lower()}",
     ]

@@ -58,7 +58,8 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
         "seconds_auto": session.loop.seconds_auto,
         "runner": session.experiment.runner,
         "entry": {"pattern": session.experiment.entry_pattern, "entry": session.experiment.entry} if session.experiment.entry else None,
-        "noise": {"min_delta": session.loop.min_delta, "min_rel_delta": session.loop.min_rel_delta},
+        "noise": {"min_delta": session.loop.min_delta, "min_rel_delta": session.loop.min_rel_delta, "noise_k": session.loop.noise_k,
+                  **((best or {}).get("noise") or {})},
         "best": {"run_id": best["run_id"], "value": best["value"], "checkpoint": _checkpoint(paths, best)} if best else None,
         "baseline": state.baseline,
         "runs": state.runs,
@@ -88,8 +89,10 @@ RUNNER_CHARS = 100
 def compact_lines(d: dict) -> list[str]:
     p = d["primary"]
     noise = d["noise"]
+    sigma = noise.get("sigma")
     floor = " or ".join(
-        text for text, on in ((f"{noise['min_delta']:g}", noise["min_delta"]), (f"{noise['min_rel_delta']:.2%}", noise["min_rel_delta"])) if on
+        text for text, on in ((f"{noise['min_delta']:g}", noise["min_delta"]), (f"{noise['min_rel_delta']:.2%}", noise["min_rel_delta"]),
+                              (f"{noise.get('noise_k', 2):g}x sigma {sigma:.3g} (n {noise.get('n')})" if sigma else "", sigma)) if on
     )
     auto = " (auto: 2x the baseline)" if d.get("seconds_auto") else ""
     out = [f"expr {d['expr']}: {p['direction']} {p['name']}, {d['seconds']}s/run{auto}" + (f", min gain {floor}" if floor else "")]
