@@ -100,6 +100,7 @@ def session(
     runner: Annotated[Optional[str], typer.Option(help="Change the launch command; {python} and {train_py} are filled in.")] = None,
     max_changed_lines: Annotated[Optional[int], typer.Option(help="Refuse a train.py changing more lines than this against the best (0: no limit).")] = None,
     baseline_repeats: Annotated[Optional[int], typer.Option(help="Run the baseline this many times with new seeds; their spread is the noise.")] = None,
+    confirm: Annotated[Optional[int], typer.Option(help="Re-run an apparent gain N times; it advances only if the mean still beats the best.")] = None,
     noise_k: Annotated[Optional[float], typer.Option(help="With a measured spread, a gain must exceed noise_k * sigma (default 2).", callback=_finite)] = None,
     prefer_simpler: Annotated[Optional[str], typer.Option(help="on: a smaller train.py within the noise floor of the best advances; off.")] = None,
     ack_baseline: Annotated[bool, typer.Option("--ack-baseline", help="Record that the first run is the baseline.")] = False,
@@ -111,7 +112,7 @@ def session(
 
     return session_command(
         expr, json, seconds=seconds, max_runs=max_runs, plateau=plateau, threshold=threshold, unlimited=unlimited,
-        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, baseline_repeats=baseline_repeats, noise_k=noise_k, prefer_simpler=prefer_simpler, ack_baseline=ack_baseline, yes=yes,
+        max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, baseline_repeats=baseline_repeats, confirm=confirm, noise_k=noise_k, prefer_simpler=prefer_simpler, ack_baseline=ack_baseline, yes=yes,
     )
 
 

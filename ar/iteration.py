@@ -56,16 +56,17 @@ def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | Non
 
 def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel) -> int:
     """The supervisor's part: launch and watch, then judge and record; with --baseline-repeats,
-    the repeats of the baseline follow at once, each its own run of the same snapshot."""
-    group = None
+    the repeats of the baseline, and with --confirm a candidate's confirmations, follow at once,
+    each its own run of the same snapshot."""
+    first = True
     while True:
-        result = _launch_and_judge(paths, session, run, budget, usual, channel, announce=group is None)
+        result = _launch_and_judge(paths, session, run, budget, usual, channel, announce=first)
         if result is None:
             return EXIT_ERROR
-        group = follow_up(result, session.loop.baseline_repeats, group)
+        group = follow_up(result, session.loop.baseline_repeats)
         if group is None:
             break
-        run = start_run(paths, source=paths.run(group["of"]).train_py, group=group)
+        run, first = start_run(paths, source=paths.run(group["of"]).train_py, group=group), False
     paths.active.unlink(missing_ok=True)
     for line in lines.finished(paths, result):
         channel.line(line)

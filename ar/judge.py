@@ -23,7 +23,7 @@ from ar.state import after_run, load_state
 from ar.termination import progress, terminated_by, with_chain
 from ar.text import printable, utc_time
 from ar.noise import min_gain, spread
-from ar.verdict import Decision, decide, gain, noise_floor
+from ar.verdict import Decision, decide, gain, is_better, noise_floor
 
 METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
 MEASURED = ("wall_seconds", "peak_rss_mb", "peak_gpu_mb")
@@ -50,13 +50,32 @@ def finalize(
     simpler = loop.prefer_simpler and best is not None and _smaller(run, restore_source(paths, best))
     decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, min_delta,
                       loop.min_rel_delta, unmeasured, simpler)
-    values = [primary]
-    if group is not None and decision.status == "ok" and decision.valid:
+    values, series_reason = [primary], None
+    if group is not None and group["kind"] == "repeat" and decision.status == "ok" and decision.valid:
         # A repeat of the baseline: the same train.py, another seed. It counts toward the best's mean and spread.
         values = [*group_values(paths, group, run), primary]
         sigma = spread(values)
         noise = {"sigma": sigma, "n": len(values)} if sigma is not None else noise
         decision = Decision("ok", "advance", True, False)
+        series_reason = f"baseline repeat {group['index']}/{group['size']}"
+    elif group is None and loop.confirm and best is not None and decision.verdict == "advance" and decision.improved:
+        # An apparent gain: re-run before it may advance (the runs that follow in this `ar run`).
+        group = {"kind": "confirm", "of": run.run_id, "index": 1, "size": loop.confirm + 1}
+        decision = decision._replace(verdict="revert")
+        series_reason = f"apparent gain {gain(primary, best['value'], experiment.primary_direction):.4g}: confirming with {loop.confirm} more runs"
+    elif group is not None and group["kind"] == "confirm" and decision.status == "ok" and decision.valid:
+        values = [*group_values(paths, group, run), primary]
+        done = f"{group['index'] - 1}/{group['size'] - 1}"
+        if group["index"] < group["size"]:
+            decision, series_reason = decision._replace(verdict="revert"), f"confirming {group['of']}: {done}"
+        else:
+            mean = sum(values) / len(values)
+            confirmed = len(values) == group["size"] and is_better(mean, best["value"], experiment.primary_direction, min_delta, loop.min_rel_delta)
+            decision = Decision("ok", "advance" if confirmed and decision.valid else "revert", decision.valid, confirmed)
+            series_reason = (f"confirmed {done}: mean {mean:.6g} vs best {best['value']:.6g}" if confirmed
+                             else f"not confirmed: mean {mean:.6g} vs best {best['value']:.6g}")
+            if not confirmed:
+                values = [primary]
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
     best_after = {"run_id": run.run_id, "value": sum(values) / len(values), "n": len(values), "noise": noise} if advanced else previous
@@ -78,8 +97,8 @@ def finalize(
         "metrics": _capped_metrics(metrics, [experiment.primary_metric, *(c["name"] for c in checked), *MEASURED]),
         "metric_source": extraction.source,
         "constraints": checked,
-        "reason": _printable(reason or _repeat_reason(group, advanced) or failure_reason(outcome, decision, session, primary, previous, checked, extraction, min_delta)),
-        "note": read_run_note(file_text(run.train_py)) + (f" [repeat {group['index']}/{group['size']}]" if group else ""),
+        "reason": _printable(reason or series_reason or failure_reason(outcome, decision, session, primary, previous, checked, extraction, min_delta)),
+        "note": read_run_note(file_text(run.train_py)) + _series_mark(group),
         "diff": diff_against(paths, best, run),
         "group": group,
         "exit_code": outcome.exit_code,
@@ -99,12 +118,17 @@ def finalize(
     return result
 
 
-def _repeat_reason(group: dict | None, advanced: bool) -> str | None:
-    return f"baseline repeat {group['index']}/{group['size']}" if group and advanced else None
+def _series_mark(group: dict | None) -> str:
+    if group is None:
+        return ""
+    if group["kind"] == "repeat":
+        return f" [repeat {group['index']}/{group['size']}]"
+    return " [candidate]" if group["index"] == 1 else f" [confirm {group['index'] - 1}/{group['size'] - 1} of {group['of']}]"
 
 
 def read_group(run: RunPaths) -> dict | None:
-    """The run's place in a series of baseline repeats, written before it launched; None for most runs."""
+    """The run's place in a series (baseline repeats, or a candidate's confirmations), written before it
+    launched; None for most runs."""
     group = read_json_or_none(run.group)
     return group if isinstance(group, dict) and {"kind", "of", "index", "size"} <= group.keys() else None
 

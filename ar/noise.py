@@ -19,12 +19,16 @@ def min_gain(min_delta: float, noise_k: float, sigma: float | None) -> float:
     return max(min_delta, noise_k * sigma)
 
 
-def follow_up(result: dict, repeats: int, group: dict | None) -> dict | None:
-    """The group entry of the next repeat of the baseline, or None when none is due: the first
-    run that set a best starts R - 1 repeats; a repeat that did not count ends the series."""
-    if result["should_terminate"] or result["verdict"] != "advance":
+def follow_up(result: dict, repeats: int) -> dict | None:
+    """The series entry of the run that follows at once, or None: the first run that set a best
+    starts R - 1 repeats of the baseline; a candidate starts its confirmations. A run that did not
+    count (a crash, an invalid metric) ends its series, and so does termination."""
+    group = result.get("group")
+    if result["should_terminate"] or not result["valid"] or result["status"] != "ok":
         return None
     if group is None:
-        first = result["previous_best"] is None and repeats > 1
+        first = result["verdict"] == "advance" and result["previous_best"] is None and repeats > 1
         return {"kind": "repeat", "of": result["run_id"], "index": 2, "size": repeats} if first else None
+    if group["kind"] == "repeat" and result["verdict"] != "advance":
+        return None
     return {**group, "index": group["index"] + 1} if group["index"] < group["size"] else None

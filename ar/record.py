@@ -18,6 +18,7 @@ def apply_result(paths: ExperimentPaths, result: dict) -> None:
     """Effects of a recorded result; each step checks whether it already happened."""
     if result["verdict"] == "advance":
         promote(paths, result)  # best_ckpt/ and best.json; resumes a swap a kill interrupted
+        restore_train_py(paths, load_best(paths))  # train.py is the new best's (a confirmed candidate's code)
     else:
         restore_train_py(paths, load_best(paths))
         discard(paths, result)  # its checkpoint is not kept: disk use stays bounded

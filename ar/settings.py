@@ -67,7 +67,8 @@ class Loop(NamedTuple):
     resume: str = "continue"
     baseline_acknowledged: bool = False
     baseline_repeats: int = 1  # the baseline runs this many times (new seeds): its spread is the noise
-    noise_k: float = 2.0  # once the spread is known, a gain must exceed noise_k * sigma too
+    noise_k: float = 2.0
+    confirm: int = 0  # an apparent gain is re-run this many times; it advances only if the mean still wins  # once the spread is known, a gain must exceed noise_k * sigma too
     seconds_auto: bool = False  # the limit is 2x the baseline's wall time, `seconds` the cap
     prefer_simpler: bool = False  # a smaller train.py within the noise floor of the best advances
     max_changed_lines: int | None = None  # the mutation budget: lines a train.py may change against its restore target

@@ -136,3 +136,28 @@ def test_noise_rules_stop_null_edits_from_advancing_but_not_real_gains(tmp_path:
     project.ar("session", "--noise-k", "1", check=True)
     project.train_py.write_text(NOISY.format(lr=0.3, note="real gain").replace("+ 1 + noise", "+ 0.75 + noise"))
     assert "ok/advance" in project.ar("run", check=True).stdout  # 0.25 better: 5 sigma, well above the floor
+
+
+def test_confirmation_re_runs_an_apparent_gain_and_advances_only_on_the_mean(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    project.ar("session", "--baseline-repeats", "3", "--confirm", "2", "--max-failures", "100", check=True)
+    _noisy(project, 0.3, "baseline")
+    project.ar("run", check=True)
+    verdicts = []
+    for i in range(8):  # null edits: a lucky seed may look like a gain; its confirmations bring the mean back
+        _noisy(project, 0.3, f"null {i}")
+        verdicts.append(project.ar("run", check=True).stdout.splitlines()[-1])
+    assert not any("ok/advance" in v for v in verdicts), verdicts
+    assert any("not confirmed: mean" in v for v in verdicts), verdicts  # the sequence holds lucky candidates
+    rows = project.rows()
+    candidates = [r for r in rows if r[9].endswith("[candidate]")]
+    assert candidates and all(r[4] == "revert" for r in candidates)
+    project.train_py.write_text(NOISY.format(lr=0.3, note="real gain").replace("+ 1 + noise", "+ 0.7 + noise"))
+    done = project.ar("run", check=True)
+    assert "confirmed 2/2: mean" in done.stdout and "ok/advance" in done.stdout, done.stdout
+    best = project.best()
+    last = project.rows()[-3:]
+    assert [r[9] for r in last] == ["real gain [candidate]", f"real gain [confirm 1/2 of {last[0][0]}]", f"real gain [confirm 2/2 of {last[0][0]}]"]
+    assert best["run_id"] == last[-1][0] and best["n"] == 3
+    assert abs(best["value"] - sum(float(r[6]) for r in last) / 3) < 1e-9  # the mean of its runs
+    assert "+ 0.7 + noise" in project.train_py.read_text()  # train.py is the confirmed candidate's

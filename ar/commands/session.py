@@ -94,6 +94,10 @@ def _apply_flags(session: Session, f: dict) -> Session:
         changes["max_changed_lines"] = f["max_changed_lines"] or None
     if f["baseline_repeats"] is not None:
         changes["baseline_repeats"] = _positive("baseline-repeats", f["baseline_repeats"], MAX_REPEATS)
+    if f["confirm"] is not None:
+        if not 0 <= f["confirm"] <= MAX_REPEATS:
+            raise ArError(f"--confirm {f['confirm']} is out of range", f"give 0 (off) to {MAX_REPEATS} confirmation runs, e.g. 2")
+        changes["confirm"] = f["confirm"]
     if f["noise_k"] is not None:
         if not 0 <= f["noise_k"] <= 10:
             raise ArError(f"--noise-k {f['noise_k']} is out of range", "give 0 to 10 (2: gains beyond two standard deviations of the noise)")
@@ -132,6 +136,6 @@ def describe(session: Session) -> list[str]:
     return [
         f"expr {e.slug}: {e.primary_direction} {e.primary_metric} via {e.metric_backend}; runner {e.runner}",
         f"seconds {'auto (2x the baseline), at most ' if loop.seconds_auto else ''}{loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
-        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}, baseline_repeats {loop.baseline_repeats}, noise_k {loop.noise_k:g}, prefer_simpler {str(loop.prefer_simpler).lower()}",
+        f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}, baseline_repeats {loop.baseline_repeats}, confirm {loop.confirm}, noise_k {loop.noise_k:g}, prefer_simpler {str(loop.prefer_simpler).lower()}",
         f"chain_mode {loop.chain_mode}, chain_max {loop.chain_max}, resume {loop.resume}, baseline_acknowledged {str(loop.baseline_acknowledged).lower()}",
     ]
