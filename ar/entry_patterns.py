@@ -28,6 +28,8 @@ HYDRA_CHECKPOINT_GLOB = "{run_dir}/hydra/**/checkpoints"
 _MAX_LISTED = 40  # options listed in train.py's header comment
 _MAX_DEPTH = 8  # nesting of --cli-args-json values
 _CONSTANT = re.compile(r"[A-Z][A-Z0-9_]*")
+# ar sets AR_SEED only with --baseline-repeats or --confirm: otherwise runs of the same code stay alike.
+_SEED_HINT = "gets $AR_SEED, a new seed each run, under --baseline-repeats / --confirm"
 _CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")  # PEP 263; train.py is written as UTF-8
 _FIX = "give the host's script relative to the project root (e.g. --entry scripts/train.py), a module (mypkg.train) or module:function"
 
@@ -97,7 +99,7 @@ def scaffold(host: HostEntry, cli_args_json: str | None, metric: str) -> Scaffol
         text = render("entry_argparse_cli.py", {
             "SHOWN": host.entry if is_path else f"-m {host.entry}",
             "ENTRY": repr(host.entry), "ENTRY_KIND": "the host script" if is_path else "the host module, run as `python -m`",
-            "FIXED_ARGS": _literal(fixed), "CKPT_OPTION": repr(ckpt), "SEED_HINT": _seed_hint(seed),
+            "FIXED_ARGS": _literal(fixed), "CKPT_OPTION": repr(ckpt), "SEED_OPTION": repr(seed), "SEED_HINT": _SEED_HINT,
             "OPTIONS_COMMENT": _listing("The host's options (from its source), for CLI_OVERRIDES:", shown),
         })
         return Scaffold(text, None)
@@ -106,7 +108,7 @@ def scaffold(host: HostEntry, cli_args_json: str | None, metric: str) -> Scaffol
         groups = host_source.config_groups(host.file.parent / config_dir) if config_dir else {}
         seed = "seed" if config_dir and _declares_seed(host.file.parent / config_dir) else None
         text = render("entry_hydra.py", {
-            "ENTRY_SHOWN": host.entry, "ENTRY": repr(host.entry), "FIXED_ARGS": _literal(fixed), "SEED_HINT": _seed_hint(seed),
+            "ENTRY_SHOWN": host.entry, "ENTRY": repr(host.entry), "FIXED_ARGS": _literal(fixed), "SEED_OPTION": repr(seed), "SEED_HINT": _SEED_HINT,
             "OPTIONS_COMMENT": _listing(f"Config groups ({config_dir}/), for HYDRA_OVERRIDES:", [f"{g}: {', '.join(o)}" for g, o in groups.items()]),
         })
         return Scaffold(text, HYDRA_CHECKPOINT_GLOB)
@@ -119,7 +121,7 @@ def scaffold(host: HostEntry, cli_args_json: str | None, metric: str) -> Scaffol
     ckpt, seed = (_name(host_source.pick(params, names)) for names in (host_source.CHECKPOINT_OPTIONS, host_source.SEED_OPTIONS))
     text = render("entry_function.py", {
         "FIXED_ARGS": _literal(fixed), "ENTRY": repr(host.entry), "METRIC": repr(metric), "METRIC_SHOWN": metric,
-        "CKPT_OPTION": repr(ckpt), "SEED_HINT": _seed_hint(seed),
+        "CKPT_OPTION": repr(ckpt), "SEED_OPTION": repr(seed), "SEED_HINT": _SEED_HINT,
         "OPTIONS_COMMENT": _listing("Its parameters (from its source), for KWARGS:", [f"{p.name}={p.default}" if p.default else p.name for p in params]),
     })
     return Scaffold(text, None)
@@ -170,25 +172,23 @@ def hoist(source: str, entry: str) -> str:
         lines.append(f"# Knobs hoisted from {_shown(entry)}, where they stood:\n")
         lines += [f"{name} = {value}  # {where}\n" for name, value, where in knobs]
     lines.append(render("entry_script_preamble.py", {"ENTRY": repr(entry), "ENTRY_SHOWN": _shown(entry)}))
-    lines += _checkpoint_to_ar(options)
+    lines += _given_by_ar(options)
     return "".join(lines) + rest
 
 
-def _seed_hint(seed: str | None) -> str:
-    """Off by default: a new seed every run makes runs of the same code differ (a seed may even
-    change the host's data), which only repeats and confirmation can tell from a real gain."""
-    what = f"{seed!r}" if seed else "the host's seed option"
-    return f"{what} here gives the host $AR_SEED, a new seed for every run"
+def _given_by_ar(options: list[tuple[str, host_source.Option]]) -> list[str]:
+    """`if` blocks that point a hoisted checkpoint-directory option at $AR_CKPT_DIR and a seed
+    option at $AR_SEED when ar sets them: the knobs stay literal constants that `run --set` changes."""
+    def knob(names: tuple[str, ...], kind: type) -> str | None:
+        by_key = {o.key: k for k, o in options if type(ast.literal_eval(o.default)) is kind}
+        return next((by_key[key] for key in names if key in by_key), None)
 
-
-def _checkpoint_to_ar(options: list[tuple[str, host_source.Option]]) -> list[str]:
-    """Lines that point a hoisted checkpoint-directory option at $AR_CKPT_DIR, as an `if` block:
-    the knob stays a literal constant that `run --set` changes."""
-    by_key = {option.key: knob for knob, option in options if isinstance(ast.literal_eval(option.default), str)}
-    ckpt = next((by_key[key] for key in host_source.CHECKPOINT_OPTIONS if key in by_key), None)
-    if ckpt is None:
-        return []
-    return [f'if _ar_os.environ.get("AR_CKPT_DIR"):  # ar keeps the run\'s checkpoint there\n    {ckpt} = _ar_os.environ["AR_CKPT_DIR"]\n\n']
+    lines = []
+    if ckpt := knob(host_source.CHECKPOINT_OPTIONS, str):
+        lines.append(f'if _ar_os.environ.get("AR_CKPT_DIR"):  # ar keeps the run\'s checkpoint there\n    {ckpt} = _ar_os.environ["AR_CKPT_DIR"]\n')
+    if seed := knob(host_source.SEED_OPTIONS, int):
+        lines.append(f'if _ar_os.environ.get("AR_SEED"):  # set under --baseline-repeats / --confirm: a new seed each run\n    {seed} = int(_ar_os.environ["AR_SEED"])\n')
+    return [*lines, "\n"] if lines else []
 
 
 def _host_file(root: Path, where: str, for_function: bool) -> tuple[Path, str, bool]:

@@ -57,10 +57,14 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
         env["MLFLOW_TRACKING_URI"] = session.experiment.mlflow_tracking_uri  # the store the mlflow backend reads
     if session.experiment.parent_ckpt:
         env["AR_PARENT_CKPT"] = str((paths.root / session.experiment.parent_ckpt).resolve())
+    if session.loop.baseline_repeats > 1 or session.loop.confirm:
+        # Repeats and confirmations measure seed noise: a new seed for every run (its number, so
+        # the same run id always gets the same one). Otherwise runs of the same code stay alike.
+        env["AR_SEED"] = str(run_number(run.run_id) or 0)
     env.update(
         AR_CKPT_DIR=str(run.ckpt_dir.resolve()),  # where train.py may save its checkpoint
         AR_RUN_ID=run.run_id,
-        AR_SEED=str(run_number(run.run_id) or 0),  # fresh for every run, the same for the same run id
+
         AR_RUN_DIR=str(run.dir.resolve()),
         AR_EXPR_DIR=str(paths.dir.resolve()),
         AR_SECONDS=str(seconds),

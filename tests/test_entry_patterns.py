@@ -123,7 +123,7 @@ def test_function_pattern_passes_kwargs_and_prints_what_it_returns(tmp_path: Pat
     project = init(host(tmp_path, files), "--entry", "mypkg.fit:train", "--cli-args-json", '{"epochs": 2}')
     source = project.train_py.read_text()
     assert "KWARGS = {'epochs': 2}" in source and "CKPT_KWARG = 'ckpt_dir'" in source and "#   lr=0.01" in source
-    assert "SEED_KWARG = None  # 'seed' here gives the host $AR_SEED" in source  # off unless asked for
+    assert "SEED_KWARG = 'seed'  # gets $AR_SEED, a new seed each run, under --baseline-repeats" in source
     project.ar("run", "--set", "KWARGS={'lr': 0.2}", check=True)
     result = project.result("r0001")
     assert result["primary"]["value"] == pytest.approx(0.6)
@@ -252,7 +252,7 @@ def test_hydra_pattern_puts_the_job_output_into_the_run(tmp_path: Path, hosts_py
     }
     project = init(host(tmp_path / "my project", files), "--entry", "app/main.py", "--runner", f"{hosts_python} {{train_py}}")
     source = project.train_py.read_text()
-    assert "#   optimizer: adam, sgd" in source and "SEED_KEY = None  # 'seed' here" in source
+    assert "#   optimizer: adam, sgd" in source and "SEED_KEY = 'seed'" in source
     project.ar("run", check=True)
     done = project.ar("run", "--set", "HYDRA_OVERRIDES=['optimizer=adam', 'optimizer.lr=0.09']", "--note", "adam", check=True)
     assert "advance" in done.stdout, done.stdout
@@ -318,7 +318,7 @@ def test_script_knobs_for_checkpoints_and_seeds_stay_settable(tmp_path: Path) ->
         """})
     project = init(tmp_path, "--entry", "host.py", "--entry-pattern", "script")
     project.ar("run", check=True)
-    assert "seed=0 out=10" in (project.expr / "runs" / "r0001" / "run.log").read_text()
+    assert "seed=0 out=10" in (project.expr / "runs" / "r0001" / "run.log").read_text()  # no AR_SEED without repeats
     done = project.ar("run", "--set", "SEED=5", "--set", "OUT=3", "--set", "SAVE_DIR='x'", "--note", "set")
     assert done.returncode == 0, done.stderr
     assert "seed=5 out=3" in (project.expr / "runs" / "r0002" / "run.log").read_text()
@@ -376,3 +376,13 @@ def test_entries_that_could_never_run_are_refused_at_init(tmp_path: Path, args: 
     done = Project(tmp_path).ar("init", "--expr", "exp", "--goal", "g", "--primary-metric", "val_loss", "--primary-direction", "min", *args)
     assert_one_line_error(done, *words)
     assert tree(tmp_path) == before
+
+
+def test_under_baseline_repeats_the_host_seed_option_gets_a_new_seed_each_run(tmp_path: Path) -> None:
+    host(tmp_path, {"seeded.py": "import argparse\np = argparse.ArgumentParser()\np.add_argument('--seed', type=int, default=0)\n"
+                                 "print(f'seed={p.parse_args().seed} val_loss=1')\n"})
+    project = init(tmp_path, "--entry", "seeded.py")
+    project.ar("session", "--baseline-repeats", "2", check=True)
+    project.ar("run", check=True)
+    seeds = [(project.expr / "runs" / r / "run.log").read_text().split()[0] for r in ("r0001", "r0002")]
+    assert seeds == ["seed=1", "seed=2"]

@@ -8,7 +8,7 @@ CLI_OVERRIDES = {}
 ENTRY = __ENTRY__  # __ENTRY_KIND__
 FIXED_ARGS = __FIXED_ARGS__  # the arguments of the run as set up
 CKPT_OPTION = __CKPT_OPTION__  # the host option that gets $AR_CKPT_DIR, where ar keeps the run's checkpoint
-SEED_OPTION = None  # __SEED_HINT__
+SEED_OPTION = __SEED_OPTION__  # __SEED_HINT__
 __OPTIONS_COMMENT__
 import os  # noqa: E402
 import runpy  # noqa: E402

@@ -8,7 +8,7 @@ KWARGS = __FIXED_ARGS__
 ENTRY = __ENTRY__
 PRIMARY_METRIC = __METRIC__
 CKPT_KWARG = __CKPT_OPTION__  # the parameter that gets $AR_CKPT_DIR, where ar keeps the run's checkpoint
-SEED_KWARG = None  # __SEED_HINT__
+SEED_KWARG = __SEED_OPTION__  # __SEED_HINT__
 __OPTIONS_COMMENT__
 import importlib  # noqa: E402
 import os  # noqa: E402

@@ -7,7 +7,7 @@ HYDRA_OVERRIDES = []
 # the job's output directory (events, checkpoints, .hydra/) in this run's directory.
 ENTRY = __ENTRY__
 FIXED_OVERRIDES = __FIXED_ARGS__  # the overrides of the run as set up
-SEED_KEY = None  # __SEED_HINT__
+SEED_KEY = __SEED_OPTION__  # __SEED_HINT__
 __OPTIONS_COMMENT__
 import os  # noqa: E402
 import runpy  # noqa: E402

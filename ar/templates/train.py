@@ -8,6 +8,7 @@ BATCH_SIZE = 64
 PRIMARY_METRIC = __METRIC__
 DIRECTION = __DIRECTION__
 
+import os  # noqa: E402
 import random  # noqa: E402
 
 from prepare import N_FEATURES, evaluate, load_data  # noqa: E402
@@ -15,7 +16,7 @@ from prepare import N_FEATURES, evaluate, load_data  # noqa: E402
 
 def main():
     train, val = load_data()
-    rng = random.Random(0)
+    rng = random.Random(int(os.environ.get("AR_SEED", 0)))  # ar sets AR_SEED under --baseline-repeats / --confirm
     w = [0.0] * N_FEATURES
     b = 0.0
 
