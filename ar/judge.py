@@ -22,8 +22,8 @@ from ar.settings import Session
 from ar.state import after_run, load_state
 from ar.termination import progress, terminated_by, with_chain
 from ar.text import printable, utc_time
-from ar.noise import min_gain, spread
-from ar.verdict import Decision, decide, gain, is_better, noise_floor
+from ar.noise import judge_series, min_gain
+from ar.verdict import decide, gain, noise_floor
 
 METRICS_IN_RESULT = 24  # keeps result.json small however chatty the log is
 MEASURED = ("wall_seconds", "peak_rss_mb", "peak_gpu_mb")
@@ -50,32 +50,10 @@ def finalize(
     simpler = loop.prefer_simpler and best is not None and _smaller(run, restore_source(paths, best))
     decision = decide(outcome.status, primary, best_value(best), experiment.primary_direction, hold, min_delta,
                       loop.min_rel_delta, unmeasured, simpler)
-    values, series_reason = [primary], None
-    if group is not None and group["kind"] == "repeat" and decision.status == "ok" and decision.valid:
-        # A repeat of the baseline: the same train.py, another seed. It counts toward the best's mean and spread.
-        values = [*group_values(paths, group, run), primary]
-        sigma = spread(values)
-        noise = {"sigma": sigma, "n": len(values)} if sigma is not None else noise
-        decision = Decision("ok", "advance", True, False)
-        series_reason = f"baseline repeat {group['index']}/{group['size']}"
-    elif group is None and loop.confirm and best is not None and decision.verdict == "advance" and decision.improved:
-        # An apparent gain: re-run before it may advance (the runs that follow in this `ar run`).
-        group = {"kind": "confirm", "of": run.run_id, "index": 1, "size": loop.confirm + 1}
-        decision = decision._replace(verdict="revert")
-        series_reason = f"apparent gain {gain(primary, best['value'], experiment.primary_direction):.4g}: confirming with {loop.confirm} more runs"
-    elif group is not None and group["kind"] == "confirm" and decision.status == "ok" and decision.valid:
-        values = [*group_values(paths, group, run), primary]
-        done = f"{group['index'] - 1}/{group['size'] - 1}"
-        if group["index"] < group["size"]:
-            decision, series_reason = decision._replace(verdict="revert"), f"confirming {group['of']}: {done}"
-        else:
-            mean = sum(values) / len(values)
-            confirmed = len(values) == group["size"] and is_better(mean, best["value"], experiment.primary_direction, min_delta, loop.min_rel_delta)
-            decision = Decision("ok", "advance" if confirmed and decision.valid else "revert", decision.valid, confirmed)
-            series_reason = (f"confirmed {done}: mean {mean:.6g} vs best {best['value']:.6g}" if confirmed
-                             else f"not confirmed: mean {mean:.6g} vs best {best['value']:.6g}")
-            if not confirmed:
-                values = [primary]
+    earlier = group_values(paths, group, run) if group is not None else []
+    series = judge_series(decision, group, earlier, primary, best_value(best), experiment.primary_direction, min_delta,
+                          loop.min_rel_delta, loop.confirm, noise, run.run_id)
+    decision, group, values, noise, series_reason = series
     state = after_run(load_state(paths), run.run_id, decision.status, decision.verdict, primary)
     advanced = decision.verdict == "advance"
     best_after = {"run_id": run.run_id, "value": sum(values) / len(values), "n": len(values), "noise": noise} if advanced else previous

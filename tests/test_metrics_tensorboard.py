@@ -25,7 +25,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
 from ar.metrics.errors import MetricsError
-from ar.metrics.tensorboard import DEFAULT_GLOB, find_event_files, read_events
+from ar.metrics.tensorboard import DEFAULT_GLOB, read_events
+from ar.metrics.written import files_written_since as find_event_files
 
 SCALARS = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),

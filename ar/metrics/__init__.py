@@ -62,9 +62,10 @@ def _read(backend: str, experiment: Experiment, paths: ExperimentPaths, run: Run
     if backend == "mlflow":
         return _read_mlflow(experiment, paths, started)
     if backend == "tensorboard":
-        from ar.metrics.tensorboard import DEFAULT_GLOB, find_event_files, read_events
+        from ar.metrics.tensorboard import DEFAULT_GLOB, read_events
+        from ar.metrics.written import files_written_since
 
-        files = find_event_files(paths.root, experiment.tb_events_glob or DEFAULT_GLOB, run.dir, started)
+        files = files_written_since(paths.root, experiment.tb_events_glob or DEFAULT_GLOB, run.dir, started)
         return read_events(files), None if files else "no event file was written during the run"
     from ar.metrics.custom import log_tail, run_custom
 
@@ -74,10 +75,10 @@ def _read(backend: str, experiment: Experiment, paths: ExperimentPaths, run: Run
 def _read_newest(read, file_name: str, default_glob: str, experiment: Experiment, paths: ExperimentPaths, run: RunPaths, started: float):
     """`read` of the newest file written during the run: the frameworks write these files in step
     order, so the newest one holds the whole record (older ones are earlier checkpoints)."""
-    from ar.metrics.tensorboard import find_event_files as find_files_written_since  # any glob, oldest first
+    from ar.metrics.written import files_written_since  # oldest first
 
     pattern = experiment.metrics_glob or default_glob
-    files = find_files_written_since(paths.root, pattern, run.dir, started)
+    files = files_written_since(paths.root, pattern, run.dir, started)
     if experiment.metric_backend == "auto":  # one --metrics-glob serves both: each takes its own file name
         files = [path for path in files if path.name == file_name]
     if not files:

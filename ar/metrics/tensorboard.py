@@ -25,11 +25,9 @@ tensorboard/compat/proto event, summary, tensor, tensor_shape, types):
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from pathlib import Path
 
-from ar.layout import split_glob
 from ar.metrics.errors import MetricsError
 from ar.metrics.protowire import FIXED32, FIXED64, LENGTH, VARINT, WireError, as_signed64, fields, varint
 
@@ -74,22 +72,6 @@ _DTYPES: dict[int, tuple[str, int, object]] = {
     22: ("<I", 16, int),  # DT_UINT32: uint32_val
     23: ("<Q", 17, int),  # DT_UINT64: uint64_val
 }
-
-
-def find_event_files(root: Path, pattern: str, run_dir: Path, started: float) -> list[Path]:
-    """Event files matching `pattern` (relative to the project root `root`; `{run_dir}` is replaced by the
-    run directory, absolute or relative) that were written during this run: modified at or after `started`
-    (epoch seconds). `**` recursive. Oldest first (by mtime)."""
-    base, rest = split_glob(Path(root), pattern, run_dir)
-    found: dict[Path, float] = {}
-    for path in base.glob(rest) if rest else [base]:
-        try:
-            st = path.stat()
-        except OSError:  # gone since the listing, or a dangling link
-            continue
-        if st.st_mtime >= started and stat.S_ISREG(st.st_mode):
-            found[path] = st.st_mtime
-    return sorted(found, key=lambda path: (found[path], path))
 
 
 def read_events(paths: list[Path]) -> dict[str, float]:
