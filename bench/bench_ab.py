@@ -30,7 +30,8 @@ def env() -> dict[str, str]:
 def setup(cli: list[str], root: Path) -> None:
     root.mkdir()
     # Revisions before entry patterns wrote the toy train.py unasked; later ones need --example.
-    example = ["--example"] if "--example" in subprocess.run([*cli, "init", "--help"], env=env(), capture_output=True, text=True).stdout else []
+    # (asked in the project: `python -m ar` from another cwd could import that directory's ar)
+    example = ["--example"] if "--example" in subprocess.run([*cli, "init", "--help"], cwd=root, env=env(), capture_output=True, text=True).stdout else []
     subprocess.run([*cli, "init", *example, "--expr", "bench", "--goal", "bench", "--primary-metric", "val_loss", "--primary-direction", "min",
                     "--seconds", "60"], cwd=root, env=env(), check=True, capture_output=True)
     subprocess.run([*cli, "session", "--unlimited", "--max-failures", "1000"], cwd=root, env=env(), check=True, capture_output=True)
