@@ -1,29 +1,55 @@
-"""The record of the iteration in progress (.ar-active.json), written by its owner.
+"""The records of the runs in progress, one per slot (.ar-active.json for slot 1,
+.ar-slot-N.json for the others), each written by the run's owner.
 
-It names the owning process by pid and start time, so a live run is recognised even when the
-lock file is gone (deleted by hand): the flock alone cannot say who holds a file nobody can open.
+A record names the owning process by pid and start time, so a live run is recognised even when
+its slot's lock file is gone (deleted by hand): the flock alone cannot say who holds a file
+nobody can open.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from ar.durable import read_json_or_none, write_json_atomic
 from ar.errors import EXIT_BUSY, ArError
 from ar.layout import ExperimentPaths
 
+_SLOT_RECORD = re.compile(r"\.ar-slot-(\d+)\.json")
 
-def active_run(paths: ExperimentPaths) -> dict | None:
-    active = read_json_or_none(paths.active)
+
+def active_run(paths: ExperimentPaths, slot: int = 0) -> dict | None:
+    active = read_json_or_none(paths.slot_record(slot))
     return active if isinstance(active, dict) and "run_id" in active else None
 
 
-def busy_error(paths: ExperimentPaths) -> ArError:
-    active = active_run(paths)
+def recorded_slots(paths: ExperimentPaths) -> list[int]:
+    """Slots that have a record file (slot 0's lock is looked at even without one)."""
+    slots = [0]
+    try:
+        names = os.listdir(paths.dir)
+    except OSError:
+        return slots
+    for name in names:
+        match = _SLOT_RECORD.fullmatch(name)
+        if match and int(match.group(1)) > 1:
+            slots.append(int(match.group(1)) - 1)
+    return sorted(slots)
+
+
+def busy_error(paths: ExperimentPaths, running: list[dict] | None = None) -> ArError:
+    from ar.slots import in_flight
+
+    running = [record for _, record in in_flight(paths)] if running is None else running
+    if len(running) > 1:
+        ids = " ".join(str((r or {}).get("run_id", "?")) for r in running)
+        return ArError(f"{len(running)} runs of '{paths.slug}' are in flight ({ids}) and every slot is busy",
+                       "collect one with `ar wait --any --wait 540`, or interrupt them with `ar stop --all`", EXIT_BUSY)
+    active = running[0] if running else None
     if active and "pid" in active:
         what = f"run {active['run_id']} (pid {active['pid']}, started {active.get('started_at')})"
     else:
-        what = f"run {active['run_id']}" if active else "another iteration"
+        what = f"run {active['run_id']}" if active and "run_id" in active else "another iteration"
     return ArError(f"{what} of '{paths.slug}' is still running", "re-attach with `ar wait --wait 540`, or interrupt it with `ar stop`", EXIT_BUSY)
 
 
@@ -39,16 +65,16 @@ def process_start(pid: int) -> int | None:
     return None if fields[0] == b"Z" else int(fields[19])
 
 
-def record_owner(paths: ExperimentPaths, run_id: str, **extra: object) -> None:
-    """Name this process as the owner of run_id (the caller first, then the supervisor)."""
+def record_owner(paths: ExperimentPaths, run_id: str, slot: int = 0, **extra: object) -> None:
+    """Name this process as the owner of run_id on `slot` (the caller first, then the supervisor)."""
     me = os.getpid()
     # a machine that crashes takes its processes along: no fsync needed
-    write_json_atomic(paths.active, {"run_id": run_id, **extra, "owner_pid": me, "owner_start": process_start(me)}, sync=False)
+    write_json_atomic(paths.slot_record(slot), {"run_id": run_id, "slot": slot, **extra, "owner_pid": me, "owner_start": process_start(me)}, sync=False)
 
 
-def live_owner(paths: ExperimentPaths) -> bool:
-    """Whether the process the record names still runs (the same process: its start time agrees)."""
-    active = active_run(paths)
+def live_owner(paths: ExperimentPaths, slot: int = 0) -> bool:
+    """Whether the process the slot's record names still runs (the same process: its start time agrees)."""
+    active = active_run(paths, slot)
     if active is None or not isinstance(active.get("owner_pid"), int) or active["owner_pid"] == os.getpid():
         return False
     start = process_start(active["owner_pid"])

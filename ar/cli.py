@@ -103,6 +103,11 @@ def session(
     confirm: Annotated[Optional[int], typer.Option(help="Re-run an apparent gain N times; it advances only if the mean still beats the best.")] = None,
     noise_k: Annotated[Optional[float], typer.Option(help="With a measured spread, a gain must exceed noise_k * sigma (default 2).", callback=_finite)] = None,
     prefer_simpler: Annotated[Optional[str], typer.Option(help="on: a smaller train.py within the noise floor of the best advances; off.")] = None,
+    slots: Annotated[Optional[int], typer.Option(help="Runs in flight at once (`ar submit`); 1: one at a time.")] = None,
+    gpus_per_slot: Annotated[Optional[int], typer.Option(help="GPUs per slot, given in CUDA_VISIBLE_DEVICES (default 1 with several slots; 0: leave it alone).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Where runs execute: local or slurm.")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="slurm: the partition jobs go to.")] = None,
+    sbatch_args: Annotated[Optional[str], typer.Option(help="slurm: more sbatch arguments, e.g. '--gres=gpu:1 --mem=16G'.")] = None,
     ack_baseline: Annotated[bool, typer.Option("--ack-baseline", help="Record that the first run is the baseline.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm --resume fresh.")] = False,
     json: Json = False,
@@ -113,6 +118,7 @@ def session(
     return session_command(
         expr, json, seconds=seconds, max_runs=max_runs, plateau=plateau, threshold=threshold, unlimited=unlimited,
         max_failures=max_failures, min_delta=min_delta, min_rel_delta=min_rel_delta, chain_mode=chain_mode, chain_max=chain_max, resume=resume, runner=runner, max_changed_lines=max_changed_lines, baseline_repeats=baseline_repeats, confirm=confirm, noise_k=noise_k, prefer_simpler=prefer_simpler, ack_baseline=ack_baseline, yes=yes,
+        slots=slots, gpus_per_slot=gpus_per_slot, backend=backend, partition=partition, sbatch_args=sbatch_args,
     )
 
 
@@ -134,6 +140,22 @@ def run(
 
 
 @app.command()
+def submit(
+    expr: Expr = None,
+    seconds: Annotated[Optional[int], typer.Option(help="Time limit for this run (default: the session's).")] = None,
+    set: Annotated[Optional[List[str]], typer.Option("--set", help="NAME=VALUE: set a top-level constant of train.py first (repeatable; Python literals).")] = None,
+    note: Annotated[Optional[str], typer.Option("--note", help="Set RUN_NOTE in train.py first.")] = None,
+) -> int:
+    """Start train.py on a free slot (or queue it); return at once.
+
+    train.py is restored to the best at once; collect results with `ar wait --any`.
+    """
+    from ar.commands.run import run_command
+
+    return run_command(expr, seconds, None, set or [], note, submit=True)
+
+
+@app.command()
 def smoke(
     expr: Expr = None,
     seconds: Annotated[int, typer.Option(help="Stop it after this long (a long training need not finish).")] = 60,
@@ -151,6 +173,7 @@ def smoke(
 def wait(
     expr: Expr = None,
     wait: Annotated[Optional[float], typer.Option(help="Return after S seconds if the run is still going (exit 3).", callback=_finite)] = None,
+    any_run: Annotated[bool, typer.Option("--any", help="The next run to finish, of all in flight (with --slots; the default there).")] = False,
 ) -> int:
     """Re-attach to the running iteration.
 
@@ -158,15 +181,18 @@ def wait(
     """
     from ar.commands.attach import wait_command
 
-    return wait_command(expr, wait)
+    return wait_command(expr, wait, any_run)
 
 
 @app.command()
-def stop(expr: Expr = None) -> int:
-    """Interrupt the running iteration (its verdict: interrupted)."""
+def stop(
+    expr: Expr = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Interrupt every run in flight (needed when there are several).")] = False,
+) -> int:
+    """Interrupt the running iteration (verdict: interrupted)."""
     from ar.commands.attach import stop_command
 
-    return stop_command(expr)
+    return stop_command(expr, all_runs)
 
 
 @app.command()

@@ -13,16 +13,16 @@ import time
 
 from ar import chain, launch, lines, outcome_record, supervisor
 from ar.active import busy_error, record_owner
-from ar.best import best_value, load_best, restore_source, train_py_problem
+from ar.best import best_value, load_best, restore_source, restore_train_py, train_py_problem
 from ar.durable import read_json, sha256_file, write_bytes_atomic, write_json_atomic
-from ar.errors import EXIT_ERROR, EXIT_TERMINATED, EXIT_UNCLEAN, ArError, as_typed
+from ar.errors import EXIT_BUSY, EXIT_ERROR, EXIT_OK, EXIT_RUNNING, EXIT_TERMINATED, EXIT_UNCLEAN, ArError, as_typed
 from ar.faults import crash_point
 from ar.layout import ExperimentPaths, RunPaths, format_run_id
-from ar.lock import IterationLock
 from ar.runnote import read_run_note
-from ar.seal import check_seal
+from ar.seal import check_seal, seal
 from ar.settings import Session, load_session
 from ar.repair import repair
+from ar.slots import Claimed, books, claim, in_flight, queued_entries, set_queue, start_reporting
 from ar.state import load_state
 from ar.termination import terminated_by, with_chain
 from ar.judge import file_text, finalize
@@ -33,66 +33,221 @@ from ar.time_limit import run_seconds
 
 
 def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | None, knobs: tuple | None = None) -> int:
-    lock = IterationLock(paths.lock)
-    if not lock.try_acquire():
-        raise busy_error(paths)
-    repair(paths)
+    """`ar run`: a run on a free slot, followed until its verdict (or `wait` seconds)."""
     session = load_session(paths)
+    with books(paths):
+        repair(paths)
+        slot = claim(paths, session.loop.slots)
+        if slot is None:
+            raise busy_error(paths)
+        try:
+            run, budget, usual = _prepare(paths, session, seconds, knobs, slot.index, submitted=False)
+        except BaseException:
+            slot.lock.close()
+            raise
+    chain.consume_reentry(paths)  # a chain child's first run: the non-interactive re-entry is over
+    crash_point("after_snapshot")
+    channel = supervisor.detach(slot.lock, paths.supervisor_log)  # from here on, two processes
+    if channel.is_caller:
+        code = channel.follow(run.run_id, wait)
+        if session.loop.slots > 1 and code not in (EXIT_RUNNING, EXIT_ERROR):
+            run.shown.touch()  # seen here: `ar wait --any` reports the other runs
+        return code
+    supervisor.run_supervised(lambda: own_slot(paths, session, run, budget, usual, channel, slot), channel)
+    raise AssertionError("unreachable: the supervisor exits")
+
+
+def submit_iteration(paths: ExperimentPaths, seconds: int | None, knobs: tuple | None = None) -> int:
+    """`ar submit`: snapshot train.py as a run on a free slot (or in the queue), restore train.py
+    to the best, and return at once with one line."""
+    session = load_session(paths)
+    with books(paths):
+        repair(paths)
+        running, waiting = len(in_flight(paths)), queued_entries(paths)
+        slot = claim(paths, session.loop.slots)
+        try:
+            if slot is None and len(waiting) >= session.loop.slots:
+                raise ArError(f"all {session.loop.slots} slots are busy and {len(waiting)} runs wait in the queue",
+                              "collect a result with `ar wait --any --wait 540`, then submit", EXIT_BUSY)
+            check_room(paths, session, running + len(waiting))
+            run, budget, usual = _prepare(paths, session, seconds, knobs, None if slot is None else slot.index, submitted=True)
+            restore_train_py(paths, load_best(paths))  # the next candidate starts from the best
+            start_reporting(paths)
+        except BaseException:
+            if slot is not None:
+                slot.lock.close()
+            raise
+    if slot is None:
+        print(f"queued {run.run_id} (all {session.loop.slots} slots busy); {running} running, {len(waiting) + 1} queued")
+        return EXIT_OK
+    chain.consume_reentry(paths)
+    channel = supervisor.detach(slot.lock, paths.supervisor_log)
+    if channel.is_caller:
+        print(f"submitted {run.run_id} on slot {slot.index + 1}; {running + 1} running, {len(waiting)} queued")
+        return EXIT_OK
+    supervisor.run_supervised(lambda: own_slot(paths, session, run, budget, usual, channel, slot), channel)
+    raise AssertionError("unreachable: the supervisor exits")
+
+
+def dispatch_queued(paths: ExperimentPaths, session: Session) -> None:
+    """Start runs waiting in the queue on free slots: their supervisors died before reaching them
+    (a supervisor that finds the queue empty frees its slot under the books lock, so a submit never
+    queues behind a slot that is about to go idle)."""
+    if not paths.queue.exists():
+        return
+    started = []
+    with books(paths):
+        repair(paths)
+        while queued_entries(paths) and not stopped_by(paths, session) and (slot := claim(paths, session.loop.slots)):
+            run, budget = _take_queued(paths, slot.index)
+            started.append((slot, run, budget))
+    usual = run_seconds(paths, session)
+    for slot, run, budget in started:
+        channel = supervisor.detach(slot.lock, paths.supervisor_log)
+        if channel.is_caller:
+            os.close(channel.fd)  # nobody follows it
+            continue
+        supervisor.run_supervised(lambda: own_slot(paths, session, run, budget, usual, channel, slot), channel)
+
+
+def _prepare(paths: ExperimentPaths, session: Session, seconds: int | None, knobs: tuple | None, slot: int | None, submitted: bool):
+    """Under the books lock: the checks, then the new run (on `slot`, or queued when None)."""
     preflight(paths, session)
     if knobs is not None:
         set_knobs(paths, *knobs)
     check_mutation_budget(paths, session)
     usual = run_seconds(paths, session)
     budget = seconds or usual
-    run = start_run(paths)
-    chain.consume_reentry(paths)  # a chain child's first run: the non-interactive re-entry is over
-    crash_point("after_snapshot")
-    channel = supervisor.detach(lock, paths.supervisor_log)  # from here on, two processes
-    if channel.is_caller:
-        return channel.follow(run.run_id, wait)
-    supervisor.run_supervised(lambda: own_run(paths, session, run, budget, usual, channel), channel)
-    raise AssertionError("unreachable: the supervisor exits")
+    run = start_run(paths, slot=slot, seconds=budget, submitted=submitted)
+    if session.loop.slots > 1:
+        seal(paths)  # the new run directory is ar's own write; a submit beside it must not see a change
+    return run, budget, usual
 
 
-def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel) -> int:
-    """The supervisor's part: launch and watch, then judge and record; with --baseline-repeats,
-    the repeats of the baseline, and with --confirm a candidate's confirmations, follow at once,
-    each its own run of the same snapshot."""
+def resume_job(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int):
+    """A Slurm run whose supervisor died: a job that still runs gets a new supervisor (started once
+    the books are released), and None is returned; a job that has ended gives its outcome now."""
+    from ar.backends import slurm
+    from ar.backends.run_job import job_spec, recorded_job
+
+    job_id = recorded_job(run)
+    spec = job_spec(paths, session, run, launch.launch_command(paths, session, run), {}, seconds, launch.grace_seconds(session.experiment.runner))
+    if slurm.alive(job_id) is False:
+        return slurm.watch(spec, job_id), run.dir.stat().st_mtime, seconds  # ended: returns at once
+    slot = claim(paths, session.loop.slots)
+    if slot is None:
+        return None  # every slot busy: stays pending; the next repair tries again
+    record_owner(paths, run.run_id, slot.index, seconds=seconds)
+
+    def start_supervisor() -> None:
+        channel = supervisor.detach(slot.lock, paths.supervisor_log)
+        if channel.is_caller:
+            os.close(channel.fd)
+            return
+        usual = run_seconds(paths, session)
+        supervisor.run_supervised(lambda: own_slot(paths, session, run, seconds, usual, channel, slot), channel)
+
+    paths.__dict__.setdefault("after_books", []).append(start_supervisor)
+    return None
+
+
+def own_slot(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel, slot: Claimed) -> int:
+    """The supervisor's part: the run it was started for (its verdict goes to the caller), then
+    the runs waiting in the queue, one after another, while the loop goes on."""
+    code = own_run(paths, session, run, budget, usual, channel, slot.index)
+    following = next_queued(paths, session, slot)  # before the caller returns: its next `ar run` finds the slot free
+    channel.send("X", str(code))  # the caller is done; this slot's work may not be
+    while following is not None:
+        own_run(paths, session, *following, usual, channel, slot.index)
+        following = next_queued(paths, session, slot)
+    return code
+
+
+def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel, slot: int = 0) -> int:
+    """Launch and watch, then judge and record; with --baseline-repeats, the repeats of the
+    baseline, and with --confirm a candidate's confirmations, follow at once, each its own run
+    of the same snapshot, on the same slot."""
     first = True
     while True:
-        result = _launch_and_judge(paths, session, run, budget, usual, channel, announce=first)
+        result = _launch_and_judge(paths, session, run, budget, usual, channel, slot, announce=first)
         if result is None:
             return EXIT_ERROR
         group = follow_up(result, session.loop.baseline_repeats)
         if group is None:
             break
-        run, first = start_run(paths, source=paths.run(group["of"]).train_py, group=group), False
-    paths.active.unlink(missing_ok=True)
+        with books(paths):
+            run = start_run(paths, source=paths.run(group["of"]).train_py, group=group, slot=slot, seconds=budget,
+                            submitted=paths.run(group["of"]).submitted.exists())
+        first = False
     for line in lines.finished(paths, result):
         channel.line(line)
     return lines.exit_code(result)
 
 
-def _launch_and_judge(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel, announce: bool):
+def _launch_and_judge(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel, slot: int, announce: bool):
     """One run under the watchdog, judged and recorded; None when a full disk stopped the record."""
     started = time.time()
 
     def launched(pid: int) -> None:  # runs while the training starts up, off its critical path
-        record_owner(paths, run.run_id, pid=os.getpid(), started_at=utc_time(started), seconds=budget)
+        record_owner(paths, run.run_id, slot, pid=os.getpid(), started_at=utc_time(started), seconds=budget)
         if announce:
             channel.line(lines.launched(run.run_id, budget, read_run_note(file_text(run.train_py)), usual))
         crash_point("after_spawn")
 
-    outcome = launch.watch(paths, session, run, budget, launched)
+    outcome = launch.watch(paths, session, run, budget, launched, slot)
     try:
         outcome_record.save(run, outcome, started, budget)  # from here on the run is judged, whatever happens
         crash_point("after_watch")
-        return finalize(paths, session, run, outcome, started, budget)
+        with books(paths):
+            repair(paths)  # another slot's supervisor may have died: its run is recorded first
+            result = finalize(paths, session, run, outcome, started, budget)
+            paths.slot_record(slot).unlink(missing_ok=True)  # with the record: no kill leaves it naming a recorded run
+            return result
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
         channel.line(disk_full_line(paths, run, exc))
         return None
+
+
+def next_queued(paths: ExperimentPaths, session: Session, slot: Claimed) -> tuple[RunPaths, int] | None:
+    """The oldest queued run, now owned by this slot; None when the queue is empty, or the loop
+    has ended (the runs waiting are then dropped: they never started). The slot is freed before
+    the books are: a submit that finds every slot busy can count on someone to run its queue."""
+    with books(paths):
+        repair(paths)
+        if queued_entries(paths) and not stopped_by(paths, session):
+            return _take_queued(paths, slot.index)
+        drop_queue(paths)
+        slot.lock.close()
+        return None
+
+
+def _take_queued(paths: ExperimentPaths, slot: int) -> tuple[RunPaths, int]:
+    head, *rest = queued_entries(paths)
+    record_owner(paths, head["run_id"], slot)  # before it leaves the queue: always owned or queued
+    set_queue(paths, rest)
+    return paths.run(head["run_id"]), head["seconds"]
+
+
+def drop_queue(paths: ExperimentPaths) -> list[str]:
+    """Remove the runs waiting in the queue (they never started: no run to record). Books lock held."""
+    dropped = [entry["run_id"] for entry in queued_entries(paths)]
+    for run_id in dropped:
+        shutil.rmtree(paths.run(run_id).dir, ignore_errors=True)
+    set_queue(paths, [])
+    if dropped:
+        seal(paths)
+    return dropped
+
+
+def check_room(paths: ExperimentPaths, session: Session, outstanding: int) -> None:
+    """max_runs counts finished runs; runs in flight will finish too, so a submit that would
+    overshoot it waits instead."""
+    limit = session.loop.max_runs
+    if limit is not None and outstanding and load_state(paths).runs + outstanding >= limit:
+        raise ArError(f"max_runs {limit} is reached counting the {outstanding} runs in flight",
+                      "collect them with `ar wait --any --wait 540`; the loop ends with them", EXIT_BUSY)
 
 
 def preflight(paths: ExperimentPaths, session: Session) -> None:
@@ -107,14 +262,18 @@ def preflight(paths: ExperimentPaths, session: Session) -> None:
                 f"{name} changed since `ar init` (only train.py may change between runs)",
                 f"restore {paths.relative(path)} to its original content, or start a new experiment with `ar init`",
             )
-    stop = terminated_by(session.limits(), load_state(paths).counters(best_value(load_best(paths))))
-    stop = with_chain(stop, *chain.budget(paths, session.loop))
+    stop = stopped_by(paths, session)
     if stop:
         raise ArError(
             f"experiment '{paths.slug}' has terminated ({stop})",
             _TERMINATED_HINTS.get(stop, "the loop is over: stop and report the best (`ar report`)"),
             EXIT_TERMINATED,
         )
+
+
+def stopped_by(paths: ExperimentPaths, session: Session) -> str | None:
+    stop = terminated_by(session.limits(), load_state(paths).counters(best_value(load_best(paths))))
+    return with_chain(stop, *chain.budget(paths, session.loop))
 
 
 # The agent reads these: they end the loop; changing limits is the user's decision, never invited.
@@ -178,19 +337,27 @@ def check_unclean(paths: ExperimentPaths) -> None:
     )
 
 
-def start_run(paths: ExperimentPaths, source=None, group: dict | None = None) -> RunPaths:
-    """A new run directory with its snapshot of train.py (or of `source`: a repeat's series snapshot)."""
-    number = load_state(paths).last_run + 1
+def start_run(paths: ExperimentPaths, source=None, group: dict | None = None, slot: int | None = 0,
+              seconds: int | None = None, submitted: bool = False) -> RunPaths:
+    """A new run directory with its snapshot of train.py (or of `source`: a repeat's series
+    snapshot), owned by `slot`, or waiting in the queue when slot is None. Books lock held."""
+    number = load_state(paths).highest + 1
     while paths.run(format_run_id(number)).dir.exists():  # never reuse an id, whatever state says
         number += 1
     run = paths.run(format_run_id(number))
-    record_owner(paths, run.run_id)  # before the run exists: a run directory always has an owner on record
+    # Before the run exists: a run directory always has an owner on record, or a place in the queue.
+    if slot is None:
+        set_queue(paths, [*queued_entries(paths), {"run_id": run.run_id, "seconds": seconds}])
+    else:
+        record_owner(paths, run.run_id, slot)
     paths.runs.mkdir(exist_ok=True)
     run.dir.mkdir()
     try:
         shutil.copyfile(source or paths.train_py, run.train_py)
         if group is not None:
             write_json_atomic(run.group, group)
+        if submitted:
+            run.submitted.touch()
         if number == 1:
             # The baseline is what the user set up for the first run, not the scaffold it replaced:
             # without a best, a failed run restores this, never a template.

@@ -46,7 +46,7 @@ def grace_seconds(command: str) -> int:
     return DISTRIBUTED_GRACE_SECONDS if _DISTRIBUTED.search(command) else GRACE_SECONDS
 
 
-def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, deadline: float) -> dict[str, str]:
+def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, deadline: float, slot: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AR_")}  # never inherit stale AR_* values
     env.setdefault("PYTHONUNBUFFERED", "1")  # metrics reach run.log even when the run is killed
     env.setdefault("WANDB_DIR", str(run.dir.resolve()))  # this run's wandb files, found without guessing
@@ -61,6 +61,14 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
         # Repeats and confirmations measure seed noise: a new seed for every run (its number, so
         # the same run id always gets the same one). Otherwise runs of the same code stay alike.
         env["AR_SEED"] = str(run_number(run.run_id) or 0)
+    if session.loop.slots > 1:
+        env["AR_SLOT"] = str(slot + 1)  # 1..N: which slot runs it
+    per_slot = slot_gpus(session)
+    if per_slot and session.loop.backend == "local":
+        from ar.slots import gpu_devices
+
+        # each slot its own devices (Slurm assigns a job's devices itself)
+        env["CUDA_VISIBLE_DEVICES"] = gpu_devices(slot, per_slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
     env.update(
         AR_CKPT_DIR=str(run.ckpt_dir.resolve()),  # where train.py may save its checkpoint
         AR_RUN_ID=run.run_id,
@@ -73,12 +81,23 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
     return env
 
 
-def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, on_spawn: Callable[[int], None]):
+def slot_gpus(session: Session) -> int:
+    """Devices per slot: as set, else 1 when several slots share the machine, else untouched (0)."""
+    if session.loop.gpus_per_slot is not None:
+        return session.loop.gpus_per_slot
+    return 1 if session.loop.slots > 1 else 0
+
+
+def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, on_spawn: Callable[[int], None], slot: int = 0):
     from ar.watchdog import Launch, run_watched
 
     command = launch_command(paths, session, run)
     deadline = time.time() + seconds
-    env = child_env(paths, session, run, seconds, deadline)
+    env = child_env(paths, session, run, seconds, deadline, slot)
+    if session.loop.backend == "slurm":
+        from ar.backends.run_job import watch_job
+
+        return watch_job(paths, session, run, command, env, seconds, grace_seconds(command), on_spawn)
     launch = Launch(
         argv=launch_argv(command),
         cwd=paths.root,

@@ -91,6 +91,18 @@ class RunPaths(NamedTuple):
         return self.dir / ".ar-processes"  # "pid start" of every process of the run the supervisor saw
 
     @property
+    def submitted(self) -> Path:
+        return self.dir / ".ar-submitted"  # made by `ar submit`: train.py was restored at once, not after the run
+
+    @property
+    def shown(self) -> Path:
+        return self.dir / ".ar-shown"  # its `ar run` printed its verdict: `ar wait --any` skips it
+
+    @property
+    def job(self) -> Path:
+        return self.dir / ".ar-job.json"  # the Slurm backend's job id, written as the job is submitted
+
+    @property
     def group(self) -> Path:
         return self.dir / "group.json"  # a repeat of the baseline: {"kind", "of", "index", "size"}
 
@@ -115,8 +127,11 @@ class ExperimentPaths:
         self.results = d / "results.tsv"
         self.chain_decision = d / "chain_decision.json"
         self.runs = d / "runs"
-        self.lock = d / ".ar-lock"  # flock held by the process that owns the running iteration
-        self.active = d / ".ar-active.json"  # which run the lock holder is running
+        self.lock = d / ".ar-lock"  # flock of slot 1: held by the supervisor of the run on it
+        self.active = d / ".ar-active.json"  # which run slot 1's supervisor is running
+        self.books_lock = d / ".ar-books.lock"  # flock held briefly by whoever writes the books (runs, rows, best)
+        self.queue = d / ".ar-queue.json"  # submitted runs waiting for a free slot, oldest first
+        self.reported = d / ".ar-reported.json"  # how far `ar wait --any` has reported results.tsv
         self.seal = d / ".ar-seal.json"  # what everything but train.py looked like when ar last wrote
         self.wipe_marker = d / ".ar-wipe"  # `--resume fresh` under way: finished by whoever comes next
         self.wipe_trash = d / ".ar-wipe-trash"  # what that wipe removes, renamed here first
@@ -125,6 +140,14 @@ class ExperimentPaths:
 
     def run(self, run_id: str) -> RunPaths:
         return RunPaths(run_id, self.runs / run_id)
+
+    def slot_lock(self, index: int) -> Path:
+        """flock held by the supervisor running on slot `index` (0-based; slot 0 is `ar run`'s lock)."""
+        return self.lock if index == 0 else self.dir / f".ar-slot-{index + 1}.lock"
+
+    def slot_record(self, index: int) -> Path:
+        """Which run slot `index`'s supervisor runs: run_id, pids, start, budget."""
+        return self.active if index == 0 else self.dir / f".ar-slot-{index + 1}.json"
 
     def relative(self, path: Path) -> str:
         return os.path.relpath(path, self.root)

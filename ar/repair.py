@@ -1,7 +1,8 @@
 """Bring an experiment back to consistency after `ar` was killed anywhere (SPEC §6).
 
-Run by every command that finds the iteration lock free. Cheap when nothing is pending: a stat
-and the last line of results.tsv against the counters, then the run after the last recorded one.
+Run under the books lock by every command that reads or writes them. Cheap when nothing is
+pending: a flock try per slot, a stat and the last line of results.tsv against the counters,
+then a look for the run after the highest recorded one.
 """
 
 from __future__ import annotations
@@ -11,31 +12,59 @@ import sys
 import time
 
 from ar import results_log
-from ar.active import busy_error, live_owner
+from ar.active import active_run, recorded_slots
 from ar.best import promote_best
 from ar.checkpoints import best_pointer, settle
 from ar.durable import read_json, read_json_or_none, remove_temp_files, write_bytes_atomic
 from ar.layout import ExperimentPaths, format_run_id, run_number
 from ar.record import apply_result
-from ar.state import LoopState, after_run, rebuild_state, results_size, save_state, stored_state
+from ar.slots import queued, slot_busy
+from ar.state import LoopState, after_run, load_state, rebuild_state, results_size, save_state, stored_state
 from ar.wipe import finish_wipe
 
 
 def repair(paths: ExperimentPaths) -> None:
-    """Caller holds the iteration lock."""
-    if live_owner(paths):  # the lock file was deleted under a live run: never treat it as dead
-        raise busy_error(paths)
+    """Caller holds the books lock. Runs whose supervisor lives (their slot is held) are left alone;
+    a run whose supervisor died is finished here: judged on its saved outcome, or recorded a crash."""
+    live, orphans = set(), []
+    for index in recorded_slots(paths):
+        record = active_run(paths, index)
+        if slot_busy(paths, index):
+            live.add(record["run_id"] if record else None)
+        elif record is not None:
+            orphans.append((index, record))
+        else:
+            paths.slot_record(index).unlink(missing_ok=True)  # damaged, or no run of its own (a smoke check)
     finish_wipe(paths)
-    remove_temp_files(paths.dir)
-    paths.active.unlink(missing_ok=True)
+    if not live:
+        remove_temp_files(paths.dir)  # a live supervisor may be writing its record's temp file
     if paths.results.exists():
         results_log.drop_partial_row(paths.results)
     state = _state_matching_results(paths)
     _restore_lost_best(paths, state)
-    pending = paths.run(format_run_id(state.last_run + 1))
-    if not pending.dir.exists():
+    finished = set()
+    for index, record in orphans:
+        run_id = record["run_id"]
+        paths.slot_record(index).unlink(missing_ok=True)  # first: a re-attached run writes its new one
+        if run_number(run_id) is not None and paths.run(run_id).dir.is_dir():
+            budget = record.get("seconds")
+            _finish_pending(paths, paths.run(run_id), budget if type(budget) is int else None)
+            finished.add(run_id)
+    # Run directories past the highest recorded run that no live slot or the queue holds: a run
+    # of an older version, or one made by hand.
+    waiting = set(queued(paths))
+    number = load_state(paths).highest + 1
+    while (pending := paths.run(format_run_id(number))).dir.exists():
+        if pending.run_id not in live | waiting | finished:
+            _finish_pending(paths, pending)
+            finished.add(pending.run_id)
+        number += 1
+    if not finished:
         settle(paths)  # a checkpoint swap left half done outside any run (a pending one finishes its own)
-        return
+
+
+def _finish_pending(paths: ExperimentPaths, pending, seconds: int | None = None) -> None:
+    """Record a run its supervisor left unrecorded, whatever point it died at."""
     remove_temp_files(pending.dir)  # a kill mid-write of result.json leaves its temp file here
     if pending.result.exists():
         apply_result(paths, read_json(pending.result, f"delete {paths.relative(pending.result)} and run `ar status` again"))
@@ -49,6 +78,12 @@ def repair(paths: ExperimentPaths) -> None:
 
     session = load_session(paths)
     saved = outcome_record.load(pending)
+    if saved is None and pending.job.exists():  # a Slurm job outlives its supervisor
+        from ar.iteration import resume_job
+
+        saved = resume_job(paths, session, pending, seconds or session.loop.seconds)
+        if saved is None:
+            return  # re-attached: a new supervisor judges it when it ends
     if saved is not None:  # the training ended; judging it did not (a full disk, a kill): judge it now
         finalize(paths, session, pending, *saved)
         return
@@ -67,7 +102,7 @@ def _state_matching_results(paths: ExperimentPaths) -> LoopState:
         return state  # the usual case: a stat and the log's last line agree with the counters
     if state is not None and state.results_bytes is not None and last and size == state.results_bytes + len(last[0].encode()) + 1:
         row = results_log.parse_row(last[0])
-        if run_number(row["run_id"]) == state.last_run + 1:
+        if run_number(row["run_id"]) not in (None, state.last_run):
             # killed between appending the row and saving the counters
             state = after_run(state, row["run_id"], row["status"], row["verdict"], row["value"])
             save_state(paths, state)

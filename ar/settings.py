@@ -21,6 +21,7 @@ FORMAT = 1
 DIRECTIONS = ("min", "max")
 CHAIN_MODES = ("disabled", "max_n", "unlimited")
 RESUME_MODES = ("continue", "revert-best", "fresh")
+BACKENDS = ("local", "slurm")
 DEFAULT_RUNNER = "{python} {train_py}"
 MAX_SECONDS = 7 * 24 * 3600  # the longest time limit a run may have
 
@@ -72,6 +73,11 @@ class Loop(NamedTuple):
     seconds_auto: bool = False  # the limit is 2x the baseline's wall time, `seconds` the cap
     prefer_simpler: bool = False  # a smaller train.py within the noise floor of the best advances
     max_changed_lines: int | None = None  # the mutation budget: lines a train.py may change against its restore target
+    slots: int = 1  # runs in flight at once (`ar submit`); 1: one at a time, as `ar run`
+    gpus_per_slot: int | None = None  # devices per slot in CUDA_VISIBLE_DEVICES; None: 1 with several slots
+    backend: str = "local"  # where runs execute: local processes, or slurm jobs
+    partition: str | None = None  # slurm: the partition jobs go to (None: the cluster's default)
+    sbatch_args: str = ""  # slurm: more sbatch arguments, shell-quoted, e.g. "--gres=gpu:1 --mem=16G"
 
 
 class Session(NamedTuple):

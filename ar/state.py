@@ -17,7 +17,7 @@ FAILURE_STATUSES = frozenset({"crash", "timeout", "invalid", "unclean"})
 
 
 class LoopState(NamedTuple):
-    last_run: int = 0  # number of the last run whose row is in results.tsv
+    last_run: int = 0  # number of the run of the last row of results.tsv (rows are in finish order)
     runs: int = 0
     counts: dict = {}  # verdict -> runs; never mutated in place (after_run copies)
     scored_since_best: int = 0
@@ -27,6 +27,13 @@ class LoopState(NamedTuple):
     # Size of results.tsv when these counters were saved: a different size means the log was
     # edited (or a row appended since), and repair checks it against the runs' result.json.
     results_bytes: int | None = None
+    # The highest run number with a row: with slots, runs finish out of order (None: counters of
+    # an older version, when runs always finished in order, so last_run is the highest).
+    top_run: int | None = None
+
+    @property
+    def highest(self) -> int:
+        return max(self.last_run, self.top_run or 0)
 
     def counters(self, best_value: float | None) -> Counters:
         return Counters(self.runs, self.scored_since_best, self.consecutive_failures, best_value, self.manual_stop)
@@ -43,8 +50,10 @@ def after_run(state: LoopState, run_id: str, status: str, verdict: str, value: f
     baseline = state.baseline
     if baseline is None and verdict == "advance":
         baseline = {"run_id": run_id, "value": value}
+    number = parse_run_id(run_id)
     return LoopState(
-        last_run=parse_run_id(run_id),
+        last_run=number,
+        top_run=max(state.highest, number),
         runs=state.runs + 1,
         counts=counts,
         scored_since_best=scored,
@@ -73,6 +82,8 @@ def stored_state(paths: ExperimentPaths) -> LoopState | None:
     if not isinstance(state.manual_stop, bool) or not isinstance(state.baseline, (dict, type(None))):
         return None
     if state.results_bytes is not None and type(state.results_bytes) is not int:
+        return None
+    if state.top_run is not None and type(state.top_run) is not int:
         return None
     return state
 

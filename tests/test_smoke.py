@@ -12,7 +12,7 @@ from conftest import Project
 
 def snapshot(project: Project) -> dict[str, bytes]:
     return {str(p.relative_to(project.expr)): p.read_bytes() for p in sorted(project.expr.rglob("*"))
-            if p.is_file() and p.name != ".ar-lock"}
+            if p.is_file() and p.name not in (".ar-lock", ".ar-books.lock")}
 
 
 @pytest.mark.parametrize("body, code, words", [

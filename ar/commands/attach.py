@@ -1,4 +1,8 @@
-"""`ar wait` and `ar stop`: re-attach to, or interrupt, the iteration another process owns."""
+"""`ar wait` and `ar stop`: re-attach to, or interrupt, the runs other processes own.
+
+`ar wait --any` reports runs in the order they finish: results.tsv is in finish order, and
+.ar-reported.json keeps the offset up to which its rows were printed.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,24 @@ from ar import lines
 from ar.durable import read_json, read_json_or_none
 from ar.errors import EXIT_OK, EXIT_RUNNING, ArError, as_typed
 from ar.experiments import resolve_experiment
-from ar.active import busy_error
+from ar.active import active_run, busy_error
 from ar.repair import repair
-from ar.layout import ExperimentPaths, format_run_id
+from ar.layout import ExperimentPaths, format_run_id, run_number
 from ar.lock import IterationLock
-from ar.settings import load_session
+from ar.settings import Session, load_session
+from ar.slots import books, in_flight, queued, reported_offset, set_reported
 from ar.time_limit import run_seconds
 from ar.state import load_state
 
 STOP_TIMEOUT = 120  # the watchdog's grace (30 s at most) plus time to record the run
+POLL_SECONDS = 0.25  # `ar wait --any` looks for a new row this often
 
 
-def wait_command(expr: str | None, wait: float | None) -> int:
+def wait_command(expr: str | None, wait: float | None, any_run: bool = False) -> int:
     paths = resolve_experiment(expr)
+    session = load_session(paths)
+    if any_run or session.loop.slots > 1:
+        return _wait_any(paths, session, wait)
     with IterationLock(paths.lock) as lock:
         running, run_id = _running(paths, lock)
         if running:
@@ -34,27 +43,111 @@ def wait_command(expr: str | None, wait: float | None) -> int:
             if not finished:
                 print(lines.still_running(run_id or "the run"))
                 return EXIT_RUNNING
+    with books(paths):
         return _print_result(paths, run_id)
 
 
-def stop_command(expr: str | None) -> int:
+def _wait_any(paths: ExperimentPaths, session: Session, wait: float | None) -> int:
+    from ar.iteration import dispatch_queued
+
+    deadline = None if wait is None else time.monotonic() + wait
+    try:
+        while True:
+            dispatch_queued(paths, session)  # runs left waiting by a supervisor that died
+            with books(paths):
+                repair(paths)
+                result = _next_finished(paths, session)
+                if result is not None:
+                    for line in lines.all_lines(paths, result, run_seconds(paths, session)):
+                        print(line)
+                    return lines.exit_code(result)
+                running = [record["run_id"] if record else "a run" for _, record in in_flight(paths)] + queued(paths)
+            if not running:
+                print("no run in flight; start one with `ar submit`")
+                return EXIT_OK
+            if deadline is not None and time.monotonic() >= deadline:
+                print(as_typed(f"{' '.join(running)} still running; collect the next with `ar wait --any --wait 540`"))
+                return EXIT_RUNNING
+            time.sleep(POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        print(as_typed("detached; the runs go on (interrupt them with `ar stop --all`)"))
+        return EXIT_RUNNING
+
+
+def _next_finished(paths: ExperimentPaths, session: Session) -> dict | None:
+    """The result of the oldest finished run not reported yet (a series counts once, at its
+    last run), moving the offset past it. Books lock held."""
+    from ar.noise import follow_up
+
+    try:
+        size = paths.results.stat().st_size
+    except FileNotFoundError:
+        return None
+    offset = reported_offset(paths)
+    if offset is None or offset > size:  # never reported, or the log was rebuilt: from its last row
+        offset = _last_row_offset(paths, size)
+    with open(paths.results, "rb") as f:
+        f.seek(offset)
+        pending = f.read(size - offset)
+    found = None
+    for raw in pending.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            break
+        offset += len(raw)
+        run_id = raw.split(b"\t", 1)[0].decode(errors="replace")
+        result = read_json_or_none(paths.run(run_id).result) if run_number(run_id) is not None else None
+        if (isinstance(result, dict) and result.get("run_id") == run_id and not paths.run(run_id).shown.exists()
+                and follow_up(result, session.loop.baseline_repeats) is None):
+            found = result
+            break
+    set_reported(paths, offset)
+    return found
+
+
+def _last_row_offset(paths: ExperimentPaths, size: int) -> int:
+    with open(paths.results, "rb") as f:
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    cut = tail.rstrip(b"\n").rfind(b"\n")
+    return size - len(tail) + cut + 1 if cut >= 0 else size
+
+
+def stop_command(expr: str | None, all_runs: bool = False) -> int:
     paths = resolve_experiment(expr)
-    with IterationLock(paths.lock) as lock:
-        running, run_id = _running(paths, lock)
-        if not running:
-            print("no run is in progress")
-            return EXIT_OK
-        os.kill(_supervisor_pid(paths), signal.SIGTERM)  # the supervisor turns this into an interrupt
-        if not lock.acquire(STOP_TIMEOUT):
-            raise busy_error(paths)
-        _print_result(paths, run_id)
-        return EXIT_OK  # the stop worked; the run's own verdict is in the lines
+    with books(paths):
+        repair(paths)
+        running = in_flight(paths)
+        if len(running) > 1 and not all_runs:
+            ids = " ".join((record or {}).get("run_id", "?") for _, record in running)
+            raise ArError(f"{len(running)} runs are in flight ({ids})", "interrupt them all with `ar stop --all`")
+        from ar.iteration import drop_queue
+
+        dropped = drop_queue(paths)  # never started: nothing to interrupt or record
+    if not running:
+        print(f"dropped {' '.join(dropped)} from the queue" if dropped else "no run is in progress")
+        return EXIT_OK
+    for index, _ in running:
+        os.kill(_supervisor_pid(paths, index), signal.SIGTERM)  # the supervisor turns this into an interrupt
+    for index, _ in running:
+        with IterationLock(paths.slot_lock(index)) as lock:
+            if not lock.acquire(STOP_TIMEOUT):
+                raise busy_error(paths)
+    with books(paths):
+        if len(running) == 1:
+            _print_result(paths, (running[0][1] or {}).get("run_id"))
+        else:
+            repair(paths)
+            for _, record in running:
+                result = read_json_or_none(paths.run(record["run_id"]).result) if record else None
+                if isinstance(result, dict):
+                    print(lines.verdict(paths, result))
+    return EXIT_OK  # the stop worked; the runs' own verdicts are in the lines
 
 
-def _supervisor_pid(paths: ExperimentPaths) -> int:
+def _supervisor_pid(paths: ExperimentPaths, slot: int = 0) -> int:
     deadline = time.monotonic() + 5
-    while True:  # a run that is just starting writes .ar-active.json within milliseconds
-        active = read_json_or_none(paths.active)
+    while True:  # a run that is just starting writes its record within milliseconds
+        active = active_run(paths, slot)
         if isinstance(active, dict) and isinstance(active.get("pid"), int):
             return active["pid"]
         if time.monotonic() > deadline:
@@ -63,7 +156,7 @@ def _supervisor_pid(paths: ExperimentPaths) -> int:
 
 
 def _running(paths: ExperimentPaths, lock: IterationLock) -> tuple[bool, str | None]:
-    """Whether a run is in progress, and its id when already recorded; when not, we hold the lock."""
+    """Whether a run is in progress on slot 1, and its id when already recorded; when not, we hold the lock."""
     if lock.try_acquire():
         return False, None
     try:
@@ -73,7 +166,7 @@ def _running(paths: ExperimentPaths, lock: IterationLock) -> tuple[bool, str | N
 
 
 def _print_result(paths: ExperimentPaths, run_id: str | None) -> int:
-    """Caller holds the lock: repair first (the owner may have died), then print the run's lines."""
+    """Books lock held: repair first (the owner may have died), then print the run's lines."""
     repair(paths)
     if run_id is None:
         last = load_state(paths).last_run

@@ -16,7 +16,6 @@ from typing import NamedTuple
 import orjson
 
 from ar import chain, results_log
-from ar.active import busy_error
 from ar.best import load_best
 from ar.constraints import parse_constraint
 from ar.durable import read_json_or_none, sha256, sha256_file, write_bytes_atomic, dump_json
@@ -25,9 +24,8 @@ from ar.experiments import resolve_experiment
 from ar.faults import crash_point
 from ar.text import utc_time
 from ar.layout import ExperimentPaths, ProjectPaths, check_slug
-from ar.lock import IterationLock
-from ar.repair import repair
 from ar.settings import Loop, Session, load_session, save_session
+from ar.slots import idle_books
 from ar.state import LoopState, load_state, save_state
 
 INHERIT = "inherit"
@@ -69,10 +67,7 @@ def chain_init_command(cwd: Path, request: ChainRequest) -> str:
     child = project.experiment(check_slug(request.new_slug))
     request = request._replace(from_expr=parent.slug)
     digest = sha256(orjson.dumps(list(request))).hexdigest()
-    with IterationLock(parent.lock) as lock:  # the parent's best must not move while we copy it
-        if not lock.try_acquire():
-            raise busy_error(parent)
-        repair(parent)
+    with idle_books(parent):  # the parent's best must not move while we copy it
         with chain.locked(project):
             scope = chain.normalized(chain.read_raw(project))
             if child.dir.exists():

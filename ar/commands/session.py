@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
+import shlex
+import shutil
+import subprocess
 
 import orjson
 
 from ar.best import load_best, restore_train_py
 from ar.errors import ArError
 from ar.experiments import resolve_experiment
-from ar.active import busy_error
-from ar.repair import repair
 from ar.layout import ExperimentPaths
-from ar.lock import IterationLock
-from ar.settings import CHAIN_MODES, MAX_SECONDS, RESUME_MODES, Session, load_session, save_session
+from ar.slots import idle_books
+from ar.settings import BACKENDS, CHAIN_MODES, MAX_SECONDS, RESUME_MODES, Session, load_session, save_session
 from ar.state import load_state, save_state
 from ar.wipe import wipe
 
@@ -24,6 +26,8 @@ def session_command(expr: str | None, as_json: bool, **flags) -> int:
     changed = _apply_flags(session, flags)
     if flags["resume"] is not None:
         _resume(paths, flags["resume"])
+    if any(getattr(changed.loop, key) != getattr(session.loop, key) for key in SLOT_SETTINGS):
+        _check_idle(paths)  # slots and backend change only between runs
     if changed != session:
         save_session(paths.session, changed)
     if flags["chain_mode"] is not None or flags["chain_max"] is not None:
@@ -106,6 +110,7 @@ def _apply_flags(session: Session, f: dict) -> Session:
         if f["prefer_simpler"] not in ("on", "off"):
             raise ArError(f"--prefer-simpler {f['prefer_simpler']!r} is not on or off", "give --prefer-simpler on (or off)")
         changes["prefer_simpler"] = f["prefer_simpler"] == "on"
+    changes.update(_slot_changes(loop, f))
     if f["ack_baseline"]:
         changes["baseline_acknowledged"] = True
     if f["runner"] is not None:
@@ -115,12 +120,66 @@ def _apply_flags(session: Session, f: dict) -> Session:
     return session.with_loop(**changes) if changes else session
 
 
+MAX_SLOTS = 64
+SLOT_SETTINGS = ("slots", "gpus_per_slot", "backend", "partition", "sbatch_args")
+
+
+def _slot_changes(loop, f: dict) -> dict:
+    changes = {}
+    if f["slots"] is not None:
+        changes["slots"] = _positive("slots", f["slots"], MAX_SLOTS)
+    if f["gpus_per_slot"] is not None:
+        if not 0 <= f["gpus_per_slot"] <= 64:
+            raise ArError(f"--gpus-per-slot {f['gpus_per_slot']} is out of range", "give the GPUs each run gets, e.g. 1 (0: leave CUDA_VISIBLE_DEVICES alone)")
+        changes["gpus_per_slot"] = f["gpus_per_slot"]
+    if f["backend"] is not None:
+        if f["backend"] not in BACKENDS:
+            raise ArError(f"--backend {f['backend']!r} is unknown", f"use one of: {', '.join(BACKENDS)}")
+        if f["backend"] == "slurm" and shutil.which("sbatch") is None:
+            raise ArError("--backend slurm needs sbatch, which is not on PATH", "run ar on a Slurm login node (or install Slurm's client tools), or keep --backend local")
+        changes["backend"] = f["backend"]
+    if f["partition"] is not None:
+        changes["partition"] = f["partition"].strip() or None
+    if f["sbatch_args"] is not None:
+        try:
+            shlex.split(f["sbatch_args"])
+        except ValueError as exc:
+            raise ArError(f"--sbatch-args cannot be parsed ({exc})", "quote it as a shell would, e.g. --sbatch-args '--gres=gpu:1 --mem=16G'") from None
+        changes["sbatch_args"] = f["sbatch_args"].strip()
+    slots = changes.get("slots", loop.slots)
+    per_slot = changes.get("gpus_per_slot", loop.gpus_per_slot)
+    if changes.get("backend", loop.backend) == "local" and ("slots" in changes or "gpus_per_slot" in changes):
+        gpus = visible_gpus()
+        wanted = slots * (1 if per_slot is None and slots > 1 else per_slot or 0)
+        if gpus and wanted > gpus:
+            raise ArError(f"{slots} slots x {wanted // slots} GPUs need {wanted} GPUs; {gpus} are visible",
+                          f"use --slots {max(1, gpus // max(1, wanted // slots))}, or fewer --gpus-per-slot")
+    return changes
+
+
+def _check_idle(paths: ExperimentPaths) -> None:
+    with idle_books(paths):
+        pass
+
+
+def visible_gpus() -> int:
+    """GPUs this machine shows (CUDA_VISIBLE_DEVICES narrows them); 0 without nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
 def _resume(paths: ExperimentPaths, mode: str) -> None:
-    """Apply a resume choice; it touches runs and train.py, so it needs the iteration lock."""
-    with IterationLock(paths.lock) as lock:
-        if not lock.try_acquire():
-            raise busy_error(paths)
-        repair(paths)
+    """Apply a resume choice; it touches runs and train.py, so no run may be in flight."""
+    with idle_books(paths):
         if mode == "fresh":
             wipe(paths)
             return
@@ -138,4 +197,6 @@ def describe(session: Session) -> list[str]:
         f"seconds {'auto (2x the baseline), at most ' if loop.seconds_auto else ''}{loop.seconds}, max_runs {loop.max_runs}, plateau {loop.plateau}, threshold {loop.threshold}, max_failures {loop.max_failures}",
         f"min_delta {loop.min_delta:g}, min_rel_delta {loop.min_rel_delta:g}, max_changed_lines {loop.max_changed_lines}, baseline_repeats {loop.baseline_repeats}, confirm {loop.confirm}, noise_k {loop.noise_k:g}, prefer_simpler {str(loop.prefer_simpler).lower()}",
         f"chain_mode {loop.chain_mode}, chain_max {loop.chain_max}, resume {loop.resume}, baseline_acknowledged {str(loop.baseline_acknowledged).lower()}",
+        f"slots {loop.slots}, gpus_per_slot {loop.gpus_per_slot}, backend {loop.backend}"
+        + (f", partition {loop.partition}, sbatch_args {loop.sbatch_args!r}" if loop.backend == "slurm" else ""),
     ]

@@ -13,7 +13,6 @@ import shutil
 import time
 
 from ar import launch
-from ar.active import busy_error
 from ar.checkpoints import find_checkpoint
 from ar.errors import EXIT_ERROR, EXIT_OK, ArError
 from ar.experiments import resolve_experiment
@@ -21,7 +20,6 @@ from ar.iteration import check_train_py, check_unclean
 from ar.judge import exit_reason
 from ar.layout import RunPaths
 from ar.lines import number
-from ar.lock import IterationLock
 from ar.metrics import extract_metrics
 from ar.settings import MAX_SECONDS, load_session
 from ar.tailback import log_tail
@@ -34,12 +32,14 @@ def smoke_command(expr: str | None, seconds: int) -> int:
     if not 1 <= seconds <= MAX_SECONDS:
         raise ArError(f"--seconds {seconds} is out of range", f"give 1 to {MAX_SECONDS} seconds")
     paths = resolve_experiment(expr)
-    with IterationLock(paths.lock) as lock:
-        if not lock.try_acquire():
-            raise busy_error(paths)
+    from ar.slots import claim, idle_books
+
+    with idle_books(paths):  # a smoke check holds a slot like a run, so no run starts beside it
         session = load_session(paths)
         check_unclean(paths)
         check_train_py(paths)
+        slot = claim(paths, 1)
+    with slot.lock:
         run = RunPaths("smoke", paths.dir / f".ar-smoke-{os.getpid()}")
         shutil.rmtree(run.dir, ignore_errors=True)
         run.dir.mkdir()

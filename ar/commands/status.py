@@ -10,11 +10,10 @@ import orjson
 
 from ar import chain, lines, results_log
 from ar.best import best_value, load_best, train_py_in_sync
-from ar.durable import read_json_or_none
 from ar.experiments import resolve_experiment
 from ar.repair import repair
 from ar.layout import ExperimentPaths
-from ar.lock import IterationLock
+from ar.slots import books, in_flight, queued
 from ar.text import clip
 from ar.settings import DEFAULT_RUNNER, load_session
 from ar.state import load_state
@@ -28,11 +27,11 @@ NOTE_CHARS = 80
 
 def status_command(expr: str | None, compact: bool, last: int, as_json: bool) -> int:
     paths = resolve_experiment(expr)
-    with IterationLock(paths.lock) as lock:
-        running = None if lock.try_acquire() else (read_json_or_none(paths.active) or {"run_id": "a run"})
-        if running is None:
-            repair(paths)  # cheap when nothing is pending
-    data = collect(paths, running, min(max(last, 0), MAX_LAST))
+    with books(paths):
+        repair(paths)  # cheap when nothing is pending
+        running = [record or {"run_id": "a run"} for _, record in in_flight(paths)]
+        waiting = queued(paths)
+    data = collect(paths, running, waiting, min(max(last, 0), MAX_LAST))
     if as_json:
         print(orjson.dumps(data).decode())
         return 0
@@ -44,7 +43,7 @@ def status_command(expr: str | None, compact: bool, last: int, as_json: bool) ->
     return 0
 
 
-def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
+def collect(paths: ExperimentPaths, running: list[dict], waiting: list[str], last: int) -> dict:
     session = load_session(paths)
     state = load_state(paths)
     best = load_best(paths)
@@ -67,7 +66,11 @@ def collect(paths: ExperimentPaths, running: dict | None, last: int) -> dict:
         "progress": progress(limits, counters),
         "terminated_by": with_chain(terminated_by(limits, counters), chain_mode, chain_remaining),
         "train_py_in_sync": train_py_in_sync(paths, best),
-        "running": running,
+        "running": running[0] if running else None,
+        "in_flight": [record["run_id"] for record in running],
+        "queued": waiting,
+        "slots": session.loop.slots,
+        "backend": session.loop.backend,
         "unclean": paths.unclean.exists(),
         "chain_mode": chain_mode,
         "chain_remaining": chain_remaining,
@@ -114,7 +117,10 @@ def compact_lines(d: dict) -> list[str]:
     out.append(f"progress {d['progress']}")
     source = f"best {best['run_id']}" if best else "the baseline"
     out.append(f"train.py {'in sync with' if d['train_py_in_sync'] else 'differs from'} {source}")
-    if d["running"]:
+    if d["slots"] > 1 or d["backend"] != "local":
+        waiting = f", {len(d['queued'])} queued" if d["queued"] else ""
+        out.append(f"running {' '.join(d['in_flight']) or 'none'} ({len(d['in_flight'])}/{d['slots']} slots, {d['backend']}){waiting}")
+    elif d["running"]:
         out.append(f"running {d['running']['run_id']} since {d['running'].get('started_at', '?')}")
     if d["terminated_by"]:
         out.append(f"TERMINATED by {d['terminated_by']}")

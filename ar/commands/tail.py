@@ -15,7 +15,7 @@ def tail_command(expr: str | None, run_id: str | None, lines: int) -> int:
     if run_id is None:
         active = read_json_or_none(paths.active)
         last = load_state(paths).last_run
-        if active:
+        if isinstance(active, dict) and isinstance(active.get("run_id"), str):
             run_id = active["run_id"]
         elif last:
             run_id = format_run_id(last)

@@ -1,0 +1,1 @@
+"""Where a run's training command can run besides a local process tree (ar.watchdog)."""
