@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from slurm_cluster import slurm_cluster  # noqa: F401  (one real cluster per session, for the Slurm tests)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
