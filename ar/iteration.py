@@ -158,7 +158,8 @@ def own_slot(paths: ExperimentPaths, session: Session, run: RunPaths, budget: in
     following = next_queued(paths, session, slot)  # before the caller returns: its next `ar run` finds the slot free
     channel.send("X", str(code))  # the caller is done; this slot's work may not be
     while following is not None:
-        own_run(paths, session, *following, usual, channel, slot.index)
+        session = load_session(paths)  # a slot may run for hours: the limits as they are now
+        own_run(paths, session, *following, run_seconds(paths, session), channel, slot.index)
         following = next_queued(paths, session, slot)
     return code
 
