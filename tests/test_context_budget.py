@@ -69,3 +69,39 @@ def test_a_conversation_without_its_earlier_turns_rebuilds_from_status(tmp_path)
     state = json.loads(status_text.split("\n", 1)[1])
     assert state["expr"] == "exp" and state["runs"] == 2 and state["best"]["run_id"] == "r0002", state
     assert run_text.startswith("launched r0003") and "restored r0002" in run_text, run_text
+
+
+SLOT_ITERATIONS = 8
+
+
+@pytest.mark.timeout(600)
+def test_a_steady_iteration_with_slots_costs_at_most_700_bytes_of_context(tmp_path) -> None:
+    """With two slots an iteration is two Bash calls, the skill's form: `wait --any` (the next
+    run's three lines) and one `submit` (one line)."""
+    project = make_project(tmp_path / "proj")
+    project.train_py.write_text("RUN_NOTE = 'baseline'\nLEARNING_RATE = 0.5\nprint(f'val_loss={abs(LEARNING_RATE - 0.1) + 1:.4f}')\n")
+    project.ar("run", check=True)
+    project.ar("session", "--slots", "2", "--max-runs", "100", "--plateau", "50", check=True)
+    values = [0.3, 0.9, 0.2, 0.8, 0.25, 0.7, 0.22, 0.6, 0.4, 0.35][:SLOT_ITERATIONS + 2]
+
+    def submit(v: float):
+        return bash(f"{SHIM} submit --set LEARNING_RATE={v} --note 'lr {v}'")
+
+    wait = bash(f"{SHIM} wait --any --wait 540")
+    script = [submit(values[0]), submit(values[1])]
+    for v in values[2:]:
+        script += [wait, submit(v)]
+    script += [wait, wait, say("done")]
+    run = run_claude(project.root, "/autoresearch:run exp", script, env={"AR_NONINTERACTIVE": "1"}, timeout=500)
+    assert run.returncode == 0, run.explain()
+    texts = [r.text for r in run.tool_results()]
+    assert sum("verdict " in t for t in texts) == len(values) and sum(t.startswith("submitted r") for t in texts) == len(values), run.explain()
+    mains = sorted(run.model.main_requests(), key=lambda body: len(body.get("messages", [])))
+    sizes = [conversation_bytes(body) for body in mains]
+    # request 2k+2 follows the k-th iteration's pair of calls (after the two that fill the slots)
+    growth = [sizes[2 * k + 4] - sizes[2 * k + 2] for k in range(SLOT_ITERATIONS)]
+    steady = growth[1:]
+    report = {"per_iteration": growth, "steady_median": statistics.median(steady), "steady_max": max(steady)}
+    print(json.dumps(report))
+    assert statistics.median(steady) <= BUDGET_BYTES, report
+    assert max(steady) <= BUDGET_BYTES * 1.2, report
