@@ -15,7 +15,7 @@ from ar.durable import read_json_or_none, write_json_atomic
 from ar.errors import EXIT_BUSY, ArError
 from ar.layout import ExperimentPaths
 
-_SLOT_RECORD = re.compile(r"\.ar-slot-(\d+)\.json")
+_SLOT_FILE = re.compile(r"\.ar-slot-(\d+)\.(?:json|lock)")
 
 
 def active_run(paths: ExperimentPaths, slot: int = 0) -> dict | None:
@@ -24,25 +24,29 @@ def active_run(paths: ExperimentPaths, slot: int = 0) -> dict | None:
 
 
 def recorded_slots(paths: ExperimentPaths) -> list[int]:
-    """Slots that have a record file (slot 0's lock is looked at even without one)."""
-    slots = [0]
+    """Slots that were ever used: with a lock or a record file (slot 0 always)."""
+    slots = {0}
     try:
         names = os.listdir(paths.dir)
     except OSError:
-        return slots
+        return [0]
     for name in names:
-        match = _SLOT_RECORD.fullmatch(name)
+        match = _SLOT_FILE.fullmatch(name)
         if match and int(match.group(1)) > 1:
-            slots.append(int(match.group(1)) - 1)
+            slots.add(int(match.group(1)) - 1)
     return sorted(slots)
 
 
-def busy_error(paths: ExperimentPaths, running: list[dict] | None = None) -> ArError:
+def busy_error(paths: ExperimentPaths, running: list[dict] | None = None, idle: bool = False) -> ArError:
+    """`idle`: the command needs every run finished, not just a free slot."""
     from ar.slots import in_flight
 
     running = [record for _, record in in_flight(paths)] if running is None else running
     if len(running) > 1:
         ids = " ".join(str((r or {}).get("run_id", "?")) for r in running)
+        if idle:
+            return ArError(f"{len(running)} runs of '{paths.slug}' are in flight ({ids}); this needs them finished",
+                           "collect them with `ar wait --any --wait 540` until none is left, or interrupt them with `ar stop --all`", EXIT_BUSY)
         return ArError(f"{len(running)} runs of '{paths.slug}' are in flight ({ids}) and every slot is busy",
                        "collect one with `ar wait --any --wait 540`, or interrupt them with `ar stop --all`", EXIT_BUSY)
     active = running[0] if running else None

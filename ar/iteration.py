@@ -35,32 +35,33 @@ from ar.time_limit import run_seconds
 def run_iteration(paths: ExperimentPaths, seconds: int | None, wait: float | None, knobs: tuple | None = None) -> int:
     """`ar run`: a run on a free slot, followed until its verdict (or `wait` seconds)."""
     session = load_session(paths)
+    adopt(paths, session)
     with books(paths):
         repair(paths)
+        outstanding = len(in_flight(paths)) + len(queued_entries(paths)) if session.loop.slots > 1 else 0
         slot = claim(paths, session.loop.slots)
         if slot is None:
             raise busy_error(paths)
         try:
+            check_room(paths, session, outstanding)
             run, budget, usual = _prepare(paths, session, seconds, knobs, slot.index, submitted=False)
         except BaseException:
             slot.lock.close()
             raise
     chain.consume_reentry(paths)  # a chain child's first run: the non-interactive re-entry is over
     crash_point("after_snapshot")
-    channel = supervisor.detach(slot.lock, paths.supervisor_log)  # from here on, two processes
-    if channel.is_caller:
-        code = channel.follow(run.run_id, wait)
-        if session.loop.slots > 1 and code not in (EXIT_RUNNING, EXIT_ERROR):
-            run.shown.touch()  # seen here: `ar wait --any` reports the other runs
-        return code
-    supervisor.run_supervised(lambda: own_slot(paths, session, run, budget, usual, channel, slot), channel)
-    raise AssertionError("unreachable: the supervisor exits")
+    channel = _detach_supervisor(paths, session, run, budget, slot)  # from here on, two processes
+    code = channel.follow(run.run_id, wait)
+    if session.loop.slots > 1 and code not in (EXIT_RUNNING, EXIT_ERROR):
+        run.shown.touch()  # seen here: `ar wait --any` reports the other runs
+    return code
 
 
 def submit_iteration(paths: ExperimentPaths, seconds: int | None, knobs: tuple | None = None) -> int:
     """`ar submit`: snapshot train.py as a run on a free slot (or in the queue), restore train.py
     to the best, and return at once with one line."""
     session = load_session(paths)
+    adopt(paths, session)
     with books(paths):
         repair(paths)
         running, waiting = len(in_flight(paths)), queued_entries(paths)
@@ -70,44 +71,49 @@ def submit_iteration(paths: ExperimentPaths, seconds: int | None, knobs: tuple |
                 raise ArError(f"all {session.loop.slots} slots are busy and {len(waiting)} runs wait in the queue",
                               "collect a result with `ar wait --any --wait 540`, then submit", EXIT_BUSY)
             check_room(paths, session, running + len(waiting))
-            run, budget, usual = _prepare(paths, session, seconds, knobs, None if slot is None else slot.index, submitted=True)
+            run, budget, _ = _prepare(paths, session, seconds, knobs, None if slot is None else slot.index, submitted=True)
             restore_train_py(paths, load_best(paths))  # the next candidate starts from the best
             start_reporting(paths)
         except BaseException:
             if slot is not None:
                 slot.lock.close()
             raise
+    chain.consume_reentry(paths)
     if slot is None:
         print(f"queued {run.run_id} (all {session.loop.slots} slots busy); {running} running, {len(waiting) + 1} queued")
         return EXIT_OK
-    chain.consume_reentry(paths)
-    channel = supervisor.detach(slot.lock, paths.supervisor_log)
-    if channel.is_caller:
-        print(f"submitted {run.run_id} on slot {slot.index + 1}; {running + 1} running, {len(waiting)} queued")
-        return EXIT_OK
-    supervisor.run_supervised(lambda: own_slot(paths, session, run, budget, usual, channel, slot), channel)
-    raise AssertionError("unreachable: the supervisor exits")
+    os.close(_detach_supervisor(paths, session, run, budget, slot).fd)  # nobody follows it
+    print(f"submitted {run.run_id} on slot {slot.index + 1}; {running + 1} running, {len(waiting)} queued")
+    return EXIT_OK
 
 
-def dispatch_queued(paths: ExperimentPaths, session: Session) -> None:
-    """Start runs waiting in the queue on free slots: their supervisors died before reaching them
-    (a supervisor that finds the queue empty frees its slot under the books lock, so a submit never
-    queues behind a slot that is about to go idle)."""
-    if not paths.queue.exists():
-        return
+def adopt(paths: ExperimentPaths, session: Session) -> None:
+    """New supervisors for work whose supervisor died: a Slurm job still running (re-attached by
+    its job id, on the slot its record holds) and runs left in the queue with a slot free. (A
+    supervisor that finds the queue empty frees its slot under the books lock, so a submit never
+    queues behind a slot that is about to go idle.)"""
     started = []
     with books(paths):
-        repair(paths)
+        for index, record in repair(paths):
+            slot = claim(paths, index + 1, only=index)
+            if slot is not None:
+                run = paths.run(record["run_id"])
+                budget = record.get("seconds") if type(record.get("seconds")) is int else session.loop.seconds
+                record_owner(paths, run.run_id, index, seconds=budget)
+                started.append((slot, run, budget))
         while queued_entries(paths) and not stopped_by(paths, session) and (slot := claim(paths, session.loop.slots)):
-            run, budget = _take_queued(paths, slot.index)
-            started.append((slot, run, budget))
-    usual = run_seconds(paths, session)
+            started.append((slot, *_take_queued(paths, slot.index)))
     for slot, run, budget in started:
-        channel = supervisor.detach(slot.lock, paths.supervisor_log)
-        if channel.is_caller:
-            os.close(channel.fd)  # nobody follows it
-            continue
+        os.close(_detach_supervisor(paths, session, run, budget, slot).fd)
+
+
+def _detach_supervisor(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, slot: Claimed):
+    """Fork the supervisor that owns `slot` from now on; returns the caller's end of its channel."""
+    channel = supervisor.detach(slot.lock, paths.supervisor_log)
+    if not channel.is_caller:
+        usual = run_seconds(paths, session)
         supervisor.run_supervised(lambda: own_slot(paths, session, run, budget, usual, channel, slot), channel)
+    return channel
 
 
 def _prepare(paths: ExperimentPaths, session: Session, seconds: int | None, knobs: tuple | None, slot: int | None, submitted: bool):
@@ -119,47 +125,19 @@ def _prepare(paths: ExperimentPaths, session: Session, seconds: int | None, knob
     usual = run_seconds(paths, session)
     budget = seconds or usual
     run = start_run(paths, slot=slot, seconds=budget, submitted=submitted)
-    if session.loop.slots > 1:
-        seal(paths)  # the new run directory is ar's own write; a submit beside it must not see a change
     return run, budget, usual
-
-
-def resume_job(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int):
-    """A Slurm run whose supervisor died: a job that still runs gets a new supervisor (started once
-    the books are released), and None is returned; a job that has ended gives its outcome now."""
-    from ar.backends import slurm
-    from ar.backends.run_job import job_spec, recorded_job
-
-    job_id = recorded_job(run)
-    spec = job_spec(paths, session, run, launch.launch_command(paths, session, run), {}, seconds, launch.grace_seconds(session.experiment.runner))
-    if slurm.alive(job_id) is False:
-        return slurm.watch(spec, job_id), run.dir.stat().st_mtime, seconds  # ended: returns at once
-    slot = claim(paths, session.loop.slots)
-    if slot is None:
-        return None  # every slot busy: stays pending; the next repair tries again
-    record_owner(paths, run.run_id, slot.index, seconds=seconds)
-
-    def start_supervisor() -> None:
-        channel = supervisor.detach(slot.lock, paths.supervisor_log)
-        if channel.is_caller:
-            os.close(channel.fd)
-            return
-        usual = run_seconds(paths, session)
-        supervisor.run_supervised(lambda: own_slot(paths, session, run, seconds, usual, channel, slot), channel)
-
-    paths.__dict__.setdefault("after_books", []).append(start_supervisor)
-    return None
 
 
 def own_slot(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int, usual: int, channel, slot: Claimed) -> int:
     """The supervisor's part: the run it was started for (its verdict goes to the caller), then
     the runs waiting in the queue, one after another, while the loop goes on."""
     code = own_run(paths, session, run, budget, usual, channel, slot.index)
+    session = load_session(paths)  # a slot may run for hours: the limits as they are now
     following = next_queued(paths, session, slot)  # before the caller returns: its next `ar run` finds the slot free
     channel.send("X", str(code))  # the caller is done; this slot's work may not be
     while following is not None:
-        session = load_session(paths)  # a slot may run for hours: the limits as they are now
         own_run(paths, session, *following, run_seconds(paths, session), channel, slot.index)
+        session = load_session(paths)
         following = next_queued(paths, session, slot)
     return code
 
@@ -196,6 +174,10 @@ def _launch_and_judge(paths: ExperimentPaths, session: Session, run: RunPaths, b
         crash_point("after_spawn")
 
     outcome = launch.watch(paths, session, run, budget, launched, slot)
+    if run.job.exists():
+        from ar.backends.run_job import job_started
+
+        started = job_started(run) or started  # the job's own start: a re-attached supervisor came later
     try:
         outcome_record.save(run, outcome, started, budget)  # from here on the run is judged, whatever happens
         crash_point("after_watch")
@@ -226,7 +208,7 @@ def next_queued(paths: ExperimentPaths, session: Session, slot: Claimed) -> tupl
 
 def _take_queued(paths: ExperimentPaths, slot: int) -> tuple[RunPaths, int]:
     head, *rest = queued_entries(paths)
-    record_owner(paths, head["run_id"], slot)  # before it leaves the queue: always owned or queued
+    record_owner(paths, head["run_id"], slot, seconds=head["seconds"])  # before it leaves the queue: always owned or queued
     set_queue(paths, rest)
     return paths.run(head["run_id"]), head["seconds"]
 
@@ -350,7 +332,7 @@ def start_run(paths: ExperimentPaths, source=None, group: dict | None = None, sl
     if slot is None:
         set_queue(paths, [*queued_entries(paths), {"run_id": run.run_id, "seconds": seconds}])
     else:
-        record_owner(paths, run.run_id, slot)
+        record_owner(paths, run.run_id, slot, seconds=seconds)
     paths.runs.mkdir(exist_ok=True)
     run.dir.mkdir()
     try:
@@ -365,6 +347,7 @@ def start_run(paths: ExperimentPaths, source=None, group: dict | None = None, sl
             write_bytes_atomic(paths.baseline_py, run.train_py.read_bytes())
         run.ckpt_dir.mkdir()  # $AR_CKPT_DIR exists from the start: train.py saves into it without a mkdir
         outcome_record.reserve(run)
+        seal(paths)  # the new run directory is ar's own write: a submit beside this run must not see a change
     except OSError as exc:
         shutil.rmtree(run.dir, ignore_errors=True)  # never started: no run to record
         if exc.errno not in DISK_FULL:

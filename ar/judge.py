@@ -88,9 +88,10 @@ def finalize(
         "log_path": paths.relative(run.log),
         "checkpoint": find_checkpoint(paths, experiment, run, started),  # promoted on advance, else deleted
     }
-    job = read_json_or_none(run.job)
-    if isinstance(job, dict) and isinstance(job.get("job_id"), str):
-        result["job_id"] = job["job_id"]  # the Slurm job that ran it, for sacct and the cluster's own logs
+    if run.job.exists():
+        from ar.backends.run_job import recorded_job
+
+        result["job_id"] = (recorded_job(run) or {}).get("job_id")  # the Slurm job that ran it, for sacct and the cluster's logs
     if outcome.status == "unclean":
         write_json_atomic(paths.unclean, {"run_id": run.run_id, "pids": outcome.survivors})
     write_json_atomic(run.result, result)

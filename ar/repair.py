@@ -23,9 +23,11 @@ from ar.state import LoopState, after_run, load_state, rebuild_state, results_si
 from ar.wipe import finish_wipe
 
 
-def repair(paths: ExperimentPaths) -> None:
+def repair(paths: ExperimentPaths) -> list[tuple[int, dict]]:
     """Caller holds the books lock. Runs whose supervisor lives (their slot is held) are left alone;
-    a run whose supervisor died is finished here: judged on its saved outcome, or recorded a crash."""
+    a run whose supervisor died is finished here: judged on its saved outcome, or recorded a crash.
+    Returns (slot, record) of Slurm jobs still running whose supervisor died: they keep their
+    record (and so their slot) until `ar.iteration.adopt` gives them a new supervisor."""
     live, orphans = set(), []
     for index in recorded_slots(paths):
         record = active_run(paths, index)
@@ -42,36 +44,40 @@ def repair(paths: ExperimentPaths) -> None:
         results_log.drop_partial_row(paths.results)
     state = _state_matching_results(paths)
     _restore_lost_best(paths, state)
-    finished = set()
+    finished, running_jobs = set(), []
     for index, record in orphans:
         run_id = record["run_id"]
-        paths.slot_record(index).unlink(missing_ok=True)  # first: a re-attached run writes its new one
         if run_number(run_id) is not None and paths.run(run_id).dir.is_dir():
-            budget = record.get("seconds")
-            _finish_pending(paths, paths.run(run_id), budget if type(budget) is int else None)
             finished.add(run_id)
+            if not _finish_pending(paths, paths.run(run_id)):
+                running_jobs.append((index, record))
+                continue
+        # Only once recorded: a kill before leaves the record, and the next repair finishes the run.
+        paths.slot_record(index).unlink(missing_ok=True)
     # Run directories past the highest recorded run that no live slot or the queue holds: a run
     # of an older version, or one made by hand.
     waiting = set(queued(paths))
     number = load_state(paths).highest + 1
     while (pending := paths.run(format_run_id(number))).dir.exists():
         if pending.run_id not in live | waiting | finished:
-            _finish_pending(paths, pending)
+            _finish_pending(paths, pending)  # (a Slurm job of an older version still running: left as it is)
             finished.add(pending.run_id)
         number += 1
     if not finished:
         settle(paths)  # a checkpoint swap left half done outside any run (a pending one finishes its own)
+    return running_jobs
 
 
-def _finish_pending(paths: ExperimentPaths, pending, seconds: int | None = None) -> None:
-    """Record a run its supervisor left unrecorded, whatever point it died at."""
+def _finish_pending(paths: ExperimentPaths, pending) -> bool:
+    """Record a run its supervisor left unrecorded, whatever point it died at; False for a Slurm
+    job that still runs (it is not over: it needs a new supervisor, not a verdict)."""
     remove_temp_files(pending.dir)  # a kill mid-write of result.json leaves its temp file here
     if pending.result.exists():
         apply_result(paths, read_json(pending.result, f"delete {paths.relative(pending.result)} and run `ar status` again"))
-        return
+        return True
     if not pending.train_py.exists():
         _set_aside_stray(paths, pending)
-        return
+        return True
     from ar import launch, outcome_record
     from ar.judge import finalize
     from ar.settings import load_session
@@ -79,18 +85,19 @@ def _finish_pending(paths: ExperimentPaths, pending, seconds: int | None = None)
     session = load_session(paths)
     saved = outcome_record.load(pending)
     if saved is None and pending.job.exists():  # a Slurm job outlives its supervisor
-        from ar.iteration import resume_job
+        from ar.backends.run_job import ended_job
 
-        saved = resume_job(paths, session, pending, seconds or session.loop.seconds)
+        saved = ended_job(paths, session, pending)
         if saved is None:
-            return  # re-attached: a new supervisor judges it when it ends
+            return False
     if saved is not None:  # the training ended; judging it did not (a full disk, a kill): judge it now
         finalize(paths, session, pending, *saved)
-        return
+        return True
     # The run's owner died before the training ended: end what is left of it and record a crash.
     started = pending.dir.stat().st_mtime
     reason = "ar was killed before the run was judged; recorded by repair"
     finalize(paths, session, pending, launch.abandoned_outcome(pending), started, session.loop.seconds, reason)
+    return True
 
 
 def _state_matching_results(paths: ExperimentPaths) -> LoopState:

@@ -41,11 +41,13 @@ def in_flight(paths: ExperimentPaths) -> list[tuple[int, dict | None]]:
     return [(index, active_run(paths, index)) for index in recorded_slots(paths) if slot_busy(paths, index)]
 
 
-def claim(paths: ExperimentPaths, slots: int) -> Claimed | None:
-    """Take the first free slot of `slots`, or None when all are busy."""
-    for index in range(slots):
+def claim(paths: ExperimentPaths, slots: int, only: int | None = None) -> Claimed | None:
+    """Take the first free slot of `slots` (or slot `only`), or None when all are busy. After a
+    repair a free slot has no record, except one whose dead supervisor left a Slurm job running:
+    that slot is the job's, taken over only by `ar.iteration.adopt` (with `only`)."""
+    for index in [only] if only is not None else range(slots):
         lock = IterationLock(paths.slot_lock(index))
-        if lock.try_acquire() and not live_owner(paths, index):
+        if lock.try_acquire() and not live_owner(paths, index) and (only is not None or active_run(paths, index) is None):
             return Claimed(index, lock)
         lock.close()
     return None
@@ -59,10 +61,7 @@ def books(paths: ExperimentPaths):
             raise ArError(f"another ar process has held the books of '{paths.slug}' for over {BOOKS_TIMEOUT}s",
                           "try again; if it persists, an ar process is stuck: `ar doctor` names it")
         yield
-    # Supervisors to start for runs repair handed to a new owner: forked only now, so that
-    # they do not inherit the books lock.
-    while later := getattr(paths, "after_books", None):
-        later.pop(0)()
+
 
 
 # The queue: runs waiting for a slot, oldest first, as {"run_id", "seconds"}. An entry is
@@ -126,10 +125,10 @@ def idle_books(paths: ExperimentPaths):
     from ar.repair import repair
 
     with books(paths):
+        repair(paths)
         running = in_flight(paths)
         if running:
-            raise busy_error(paths, [record for _, record in running])
-        repair(paths)
+            raise busy_error(paths, [record for _, record in running], idle=True)
         if queued(paths):
             raise ArError(f"runs of '{paths.slug}' wait in the queue ({' '.join(queued(paths))})",
                           "collect them with `ar wait --any --wait 540`, or drop them with `ar stop --all`")

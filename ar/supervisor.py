@@ -89,12 +89,25 @@ def detach(lock: IterationLock, log_path: Path) -> Channel:
         os.setsid()  # out of the caller's session: its terminal's Ctrl+C and its shell's kill do not reach us
         if os.fork():
             os._exit(0)  # the supervisor is re-parented away from the caller's process tree
+        _close_inherited(keep={write_fd, lock.fd})
     except BaseException:
         os._exit(EXIT_ERROR)
     _become_supervisor(log_path)
     channel = Channel(write_fd, is_caller=False)
     channel.send("P", str(os.getpid()))
     return channel
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Every descriptor but the pipe and the slot's lock: another slot's lock, or the books lock,
+    held by the caller would otherwise stay held for as long as this supervisor lives."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the directory listing's own descriptor, already closed
 
 
 def _become_supervisor(log_path: Path) -> None:

@@ -164,7 +164,9 @@ def test_stop_all_interrupts_every_run_and_drops_the_queue(tmp_path: Path) -> No
         submit(project, gated(4.0, gate, ["never"], note=note))
     wait_for(lambda: (gate / "started-r0002").exists() and (gate / "started-r0003").exists(), "both slots to start")
     done = project.ar("stop", "--all", timeout=180, check=True)
-    assert sorted(line.split(" | ")[0] for line in done.stdout.splitlines()) == ["verdict interrupted/interrupted"] * 2, done.stdout
+    dropped, *verdicts = done.stdout.splitlines()
+    assert dropped == "dropped r0004 from the queue", done.stdout
+    assert sorted(line.split(" | ")[0] for line in verdicts) == ["verdict interrupted/interrupted"] * 2, done.stdout
     assert [row[0] for row in project.rows()][1:] in (["r0002", "r0003"], ["r0003", "r0002"])
     assert not (project.expr / "runs" / "r0004").exists()  # queued, never started: dropped, no row
     assert not (gate / "started-r0004").exists()
@@ -222,3 +224,35 @@ def _slot_held(lock: Path) -> bool:
             return True
         fcntl.flock(f, fcntl.LOCK_UN)
         return False
+
+
+def test_one_slot_queues_a_second_submit_and_confirmations_beside_a_submit(tmp_path: Path) -> None:
+    project, gate = slots_project(tmp_path, 1)
+    assert submit(project, gated(4.0, gate, ["release-a"], note="a")).startswith("submitted r0002 on slot 1")
+    assert submit(project, gated(3.0, gate, [], note="b")) == "queued r0003 (all 1 slots busy); 1 running, 1 queued"
+    (gate / "release-a").touch()
+    assert [wait_any(project)[0], wait_any(project)[0]] == ["launched r0002: a", "launched r0003: b"]
+
+    project.ar("session", "--slots", "2", "--confirm", "1", check=True)
+    submit(project, gated(1.0, gate, ["release-c"], note="c"))  # an apparent gain: its confirmation follows on slot 1
+    (gate / "release-c").touch()
+    wait_for(lambda: (gate / "started-r0005").exists(), "the confirmation of r0004")
+    assert submit(project, gated(2.0, gate, [], note="d")).startswith("submitted r0006")  # beside it: no seal refusal
+    reported = [wait_any(project) for _ in range(2)]
+    assert sorted(lines[0].split(":")[0] for lines in reported) == ["launched r0005", "launched r0006"], reported
+    assert wait_any(project) == ["no run in flight; start one with `ar submit`"]  # the series counted once
+
+
+def test_a_repair_killed_while_recording_an_out_of_order_orphan_is_finished_by_the_next(tmp_path: Path) -> None:
+    project, gate = slots_project(tmp_path, 2)
+    submit(project, gated(4.0, gate, ["never"], note="orphan"))
+    submit(project, gated(3.0, gate, [], note="quick"))
+    assert wait_any(project)[0] == "launched r0003: quick"  # recorded first: r0002 is below the highest run now
+    record = json.loads((project.expr / ".ar-active.json").read_text())
+    os.kill(record["pid"], signal.SIGKILL)
+    killed = project.ar("status", env=clean_env(AR_CRASH_AT="after_result"))  # its repair dies mid-record
+    assert killed.returncode == -signal.SIGKILL
+    assert (project.expr / "runs" / "r0002" / "result.json").exists()
+    status = project.ar("status", check=True).stdout
+    assert "runs 3" in status, status
+    assert sorted(row[0] for row in project.rows()) == ["r0001", "r0002", "r0003"]

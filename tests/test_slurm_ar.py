@@ -69,7 +69,7 @@ def test_runs_are_jobs_ok_crash_and_a_timeout_that_ignores_sigterm(tmp_path: Pat
     assert "verdict timeout/timeout" in verdicts["launched r0003 (3s budget)"]
     stubborn = project.result("r0003")
     assert job_state(slurm_cluster, stubborn["job_id"]) == ""  # gone from the queue
-    assert processes_of(project.expr / "runs" / "r0003") == []  # and nothing of it is left alive
+    wait_for(lambda: processes_of(project.expr / "runs" / "r0003") == [], "the job's processes to be gone", timeout=15)
     assert [row[3] for row in project.rows()] == ["ok", "crash", "timeout"]
     assert project.best()["run_id"] == "r0001"
 
@@ -83,7 +83,7 @@ def test_stop_cancels_the_job(tmp_path: Path, slurm_cluster) -> None:
     done = project.ar("stop", env=env, timeout=180)
     assert done.returncode == 0 and "verdict interrupted/interrupted" in done.stdout, done.stdout + done.stderr
     assert job_state(slurm_cluster, project.result("r0001")["job_id"]) == ""
-    assert processes_of(project.expr / "runs" / "r0001") == []
+    wait_for(lambda: processes_of(project.expr / "runs" / "r0001") == [], "the job's processes to be gone", timeout=15)
 
 
 def test_a_killed_supervisor_is_replaced_and_the_job_judged(tmp_path: Path, slurm_cluster) -> None:
@@ -110,3 +110,28 @@ def test_a_killed_supervisor_is_replaced_and_the_job_judged(tmp_path: Path, slur
     result = project.result("r0001")
     assert result["job_id"] == job_id and result["primary"]["value"] == 1.5
     assert len(project.rows()) == 1
+
+
+def test_two_killed_supervisors_get_one_new_supervisor_each(tmp_path: Path, slurm_cluster) -> None:
+    project, env = slurm_project(tmp_path, slurm_cluster, "--slots", "2")
+    gate = tmp_path / "release"
+    project.write_train(f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.1)\nprint('val_loss=1.5')\n", note="gated")
+    for run_id in ("r0001", "r0002"):
+        assert project.ar("submit", env=env, check=True).stdout.startswith(f"submitted {run_id}")
+    records = [project.expr / ".ar-active.json", project.expr / ".ar-slot-2.json"]
+    for job in ("r0001", "r0002"):
+        wait_for((project.expr / "runs" / job / ".ar-job.json").exists, f"{job}'s job")
+    wait_for(lambda: all("pid" in json.loads(r.read_text() or "{}") for r in records), "both supervisors' records")
+    first = [json.loads(r.read_text())["pid"] for r in records]
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in first), "both supervisors to die")
+
+    project.ar("status", env=env, check=True)
+    wait_for(lambda: all(json.loads(r.read_text() or "{}").get("pid") not in (None, *first) for r in records), "two new supervisors")
+    second = {json.loads(r.read_text())["pid"] for r in records}
+    assert len(second) == 2  # one each, not one for both (nor two for one)
+    gate.touch()
+    reported = [project.ar("wait", "--any", "--wait", "120", env=env, timeout=180).stdout.splitlines()[0] for _ in range(2)]
+    assert sorted(reported) == ["launched r0001: gated", "launched r0002: gated"]
+    assert sorted(row[0] for row in project.rows()) == ["r0001", "r0002"]  # exactly one row each

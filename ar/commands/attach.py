@@ -28,8 +28,11 @@ POLL_SECONDS = 0.25  # `ar wait --any` looks for a new row this often
 
 
 def wait_command(expr: str | None, wait: float | None, any_run: bool = False) -> int:
+    from ar.iteration import adopt
+
     paths = resolve_experiment(expr)
     session = load_session(paths)
+    adopt(paths, session)  # a Slurm job whose supervisor died is followed again
     if any_run or session.loop.slots > 1:
         return _wait_any(paths, session, wait)
     with IterationLock(paths.lock) as lock:
@@ -48,12 +51,12 @@ def wait_command(expr: str | None, wait: float | None, any_run: bool = False) ->
 
 
 def _wait_any(paths: ExperimentPaths, session: Session, wait: float | None) -> int:
-    from ar.iteration import dispatch_queued
+    from ar.iteration import adopt
 
     deadline = None if wait is None else time.monotonic() + wait
     try:
         while True:
-            dispatch_queued(paths, session)  # runs left waiting by a supervisor that died
+            adopt(paths, session)  # runs left waiting by a supervisor that died
             with books(paths):
                 repair(paths)
                 result = _next_finished(paths, session)
@@ -96,7 +99,8 @@ def _next_finished(paths: ExperimentPaths, session: Session) -> dict | None:
         offset += len(raw)
         run_id = raw.split(b"\t", 1)[0].decode(errors="replace")
         result = read_json_or_none(paths.run(run_id).result) if run_number(run_id) is not None else None
-        if (isinstance(result, dict) and result.get("run_id") == run_id and not paths.run(run_id).shown.exists()
+        series = (result.get("group") or {}).get("of", run_id) if isinstance(result, dict) else run_id
+        if (isinstance(result, dict) and result.get("run_id") == run_id and not paths.run(series).shown.exists()
                 and follow_up(result, session.loop.baseline_repeats) is None):
             found = result
             break
@@ -132,6 +136,8 @@ def stop_command(expr: str | None, all_runs: bool = False) -> int:
         with IterationLock(paths.slot_lock(index)) as lock:
             if not lock.acquire(STOP_TIMEOUT):
                 raise busy_error(paths)
+    if dropped:
+        print(f"dropped {' '.join(dropped)} from the queue")
     with books(paths):
         if len(running) == 1:
             _print_result(paths, (running[0][1] or {}).get("run_id"))

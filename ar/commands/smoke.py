@@ -34,7 +34,7 @@ def smoke_command(expr: str | None, seconds: int) -> int:
     paths = resolve_experiment(expr)
     from ar.slots import claim, idle_books
 
-    with idle_books(paths):  # a smoke check holds a slot like a run, so no run starts beside it
+    with idle_books(paths):  # slot 1, like a run on it: no `ar run` starts beside the check
         session = load_session(paths)
         check_unclean(paths)
         check_train_py(paths)

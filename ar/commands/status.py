@@ -27,6 +27,9 @@ NOTE_CHARS = 80
 
 def status_command(expr: str | None, compact: bool, last: int, as_json: bool) -> int:
     paths = resolve_experiment(expr)
+    from ar.iteration import adopt
+
+    adopt(paths, load_session(paths))  # a Slurm job whose supervisor died is followed again
     with books(paths):
         repair(paths)  # cheap when nothing is pending
         running = [record or {"run_id": "a run"} for _, record in in_flight(paths)]
