@@ -22,7 +22,7 @@ from ar.runnote import read_run_note
 from ar.seal import check_seal, seal
 from ar.settings import Session, load_session
 from ar.repair import repair
-from ar.slots import Claimed, books, claim, in_flight, queued_entries, set_queue, start_reporting
+from ar.slots import Claimed, books, claim, in_flight, needs_adoption, queued_entries, set_queue, start_reporting
 from ar.state import load_state
 from ar.termination import terminated_by, with_chain
 from ar.judge import file_text, finalize
@@ -92,6 +92,8 @@ def adopt(paths: ExperimentPaths, session: Session) -> None:
     its job id, on the slot its record holds) and runs left in the queue with a slot free. (A
     supervisor that finds the queue empty frees its slot under the books lock, so a submit never
     queues behind a slot that is about to go idle.)"""
+    if not needs_adoption(paths):
+        return
     started = []
     with books(paths):
         for index, record in repair(paths):

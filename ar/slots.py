@@ -41,6 +41,12 @@ def in_flight(paths: ExperimentPaths) -> list[tuple[int, dict | None]]:
     return [(index, active_run(paths, index)) for index in recorded_slots(paths) if slot_busy(paths, index)]
 
 
+def needs_adoption(paths: ExperimentPaths) -> bool:
+    """Whether work may be waiting for a supervisor: queued runs, or a record whose slot is free
+    (its supervisor died). Cheap: a stat and a flock try per slot ever used."""
+    return paths.queue.exists() or any(active_run(paths, index) and not slot_busy(paths, index) for index in recorded_slots(paths))
+
+
 def claim(paths: ExperimentPaths, slots: int, only: int | None = None) -> Claimed | None:
     """Take the first free slot of `slots` (or slot `only`), or None when all are busy. After a
     repair a free slot has no record, except one whose dead supervisor left a Slurm job running:

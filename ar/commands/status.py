@@ -13,7 +13,7 @@ from ar.best import best_value, load_best, train_py_in_sync
 from ar.experiments import resolve_experiment
 from ar.repair import repair
 from ar.layout import ExperimentPaths
-from ar.slots import books, in_flight, queued
+from ar.slots import books, in_flight, needs_adoption, queued
 from ar.text import clip
 from ar.settings import DEFAULT_RUNNER, load_session
 from ar.state import load_state
@@ -27,9 +27,10 @@ NOTE_CHARS = 80
 
 def status_command(expr: str | None, compact: bool, last: int, as_json: bool) -> int:
     paths = resolve_experiment(expr)
-    from ar.iteration import adopt
+    if needs_adoption(paths):
+        from ar.iteration import adopt
 
-    adopt(paths, load_session(paths))  # a Slurm job whose supervisor died is followed again
+        adopt(paths, load_session(paths))  # a Slurm job whose supervisor died is followed again
     with books(paths):
         repair(paths)  # cheap when nothing is pending
         running = [record or {"run_id": "a run"} for _, record in in_flight(paths)]
