@@ -178,23 +178,30 @@ def test_host_project_through_its_entry_pattern(tmp_path: Path, hosts_python: Pa
     assert meta["run_id"] == "r0002"
     assert not any(p.is_file() for p in baseline_ckpt.rglob("*"))
 
-    # 3. a worsening override: reverted, train.py restored, its checkpoint deleted
-    done = ar("run", *set_knob(host, host.worse), "--note", "tiny lr")
-    assert "ok/revert" in done.stdout, done.stdout
+    # 3-5 at once, on three slots (each judged against the best r0002 as it finishes):
+    # a worsening override, a crash deep in the host's code, a run past the time limit.
+    ar("session", "--slots", "3", "--gpus-per-slot", "0")
+    ar("submit", *set_knob(host, host.worse), "--note", "tiny lr")
+    ar("submit", *set_knob(host, host.crash), "--note", "bad option")
+    ar("submit", "--seconds", str(host.seconds), *set_knob(host, host.long), "--note", "long")
+    verdicts = {}
+    for _ in range(3):
+        lines = ar("wait", "--any", "--wait", "280").stdout.splitlines()
+        verdicts[lines[0].split(" ")[1].rstrip(":")] = lines[2]
+    assert sorted(verdicts) == ["r0003", "r0004", "r0005"], verdicts
+
+    assert "ok/revert" in verdicts["r0003"], verdicts  # reverted, its checkpoint deleted
     worse = project.result("r0003")
     assert (worse["primary"]["value"] > better["primary"]["value"]) == (better["primary"]["direction"] == "min")
     assert not any(p.is_file() for p in (project.expr / "runs" / "r0003" / host.checkpoint).rglob("*"))
     assert json.loads((project.expr / "best_ckpt" / "meta.json").read_text())["run_id"] == "r0002"
 
-    # 4. a crash deep in the host's code: its traceback in `ar tail`
-    done = project.ar("run", *set_knob(host, host.crash), "--note", "bad option", env=env, timeout=300)
-    assert "crash/crash" in done.stdout, done.stdout
+    assert "crash/crash" in verdicts["r0004"], verdicts  # its traceback in `ar tail`
     assert "ValueError" in ar("tail", "--run", "r0004").stdout
 
-    # 5. a run past the time limit: killed, nothing of it left
-    done = project.ar("run", "--seconds", str(host.seconds), *set_knob(host, host.long), "--note", "long", env=env, timeout=300)
-    assert "timeout" in done.stdout, done.stdout
+    assert "timeout" in verdicts["r0005"], verdicts  # killed, nothing of it left
     assert survivors(project.expr / "runs" / "r0005") == []
+    assert project.train_py.read_bytes() == (project.expr / "runs" / "r0002" / "train.py").read_bytes()
 
     # the host's own files never changed; the best is still the improving run
     assert {p: p.read_bytes() for p in source_before} == source_before
