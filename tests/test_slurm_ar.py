@@ -135,3 +135,12 @@ def test_two_killed_supervisors_get_one_new_supervisor_each(tmp_path: Path, slur
     reported = [project.ar("wait", "--any", "--wait", "120", env=env, timeout=180).stdout.splitlines()[0] for _ in range(2)]
     assert sorted(reported) == ["launched r0001: gated", "launched r0002: gated"]
     assert sorted(row[0] for row in project.rows()) == ["r0001", "r0002"]  # exactly one row each
+
+
+def test_doctor_asks_the_cluster_and_names_a_missing_partition(tmp_path: Path, slurm_cluster) -> None:
+    project, env = slurm_project(tmp_path, slurm_cluster)
+    line = next(x for x in project.ar("doctor", env=env, timeout=120).stdout.splitlines() if " slurm:" in x)
+    assert line == f"ok slurm: sinfo answers: partition {slurm_cluster.partition} up", line
+    project.ar("session", "--partition", "nope", env=env, check=True)
+    line = next(x for x in project.ar("doctor", env=env, timeout=120).stdout.splitlines() if " slurm:" in x)
+    assert line.startswith("FAIL slurm: partition 'nope' does not exist (there are: debug)"), line

@@ -241,11 +241,31 @@ def experiment_checks(project: ProjectPaths | None, root: Path, info: dict | Non
     except ArError as exc:
         return [Check("FAIL", "experiment", exc.line().removeprefix("ar: "))]
     experiment = session.experiment
-    return [
+    checks = [
         Check("ok", "experiment", f"{paths.slug} ({experiment.primary_metric} {experiment.primary_direction}, backend {experiment.metric_backend}); "
               + as_typed("`ar smoke` tries its train.py")),
         check_backend(experiment.metric_backend, info),
     ]
+    if session.loop.backend == "slurm":
+        checks.append(check_slurm(session.loop.partition))
+    return checks
+
+
+def check_slurm(partition: str | None) -> Check:
+    """With --backend slurm: the cluster answers, and the partition exists."""
+    if shutil.which("sbatch") is None:
+        return Check("FAIL", "slurm", "sbatch is not on PATH (fix: run ar on a login node of the cluster, or `ar session --backend local`)")
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("FAIL", "slurm", f"sinfo did not answer ({exc.__class__.__name__}); is slurmctld reachable? (fix: check SLURM_CONF)")
+    if done.returncode != 0:
+        return Check("FAIL", "slurm", f"sinfo failed: {(done.stderr or done.stdout).strip()[:160]} (fix: check SLURM_CONF and munge)")
+    partitions = {line.split()[0].rstrip("*"): line.split()[1] for line in done.stdout.splitlines() if len(line.split()) == 2}
+    if partition and partition not in partitions:
+        return Check("FAIL", "slurm", f"partition {partition!r} does not exist (there are: {', '.join(sorted(partitions))}) (fix: `ar session --partition P`)")
+    shown = f"partition {partition} {partitions[partition]}" if partition else f"default partition; partitions {', '.join(sorted(partitions))}"
+    return Check("ok", "slurm", f"sinfo answers: {shown}")
 
 
 def check_backend(backend: str, info: dict | None) -> Check:
