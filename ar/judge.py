@@ -88,6 +88,7 @@ def finalize(
         "log_path": paths.relative(run.log),
         "checkpoint": find_checkpoint(paths, experiment, run, started),  # promoted on advance, else deleted
     }
+    result["job_id"] = None
     if run.job.exists():
         from ar.backends.run_job import recorded_job
 
