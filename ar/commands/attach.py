@@ -86,9 +86,11 @@ def _next_finished(paths: ExperimentPaths, session: Session) -> dict | None:
         size = paths.results.stat().st_size
     except FileNotFoundError:
         return None
-    offset = reported_offset(paths)
+    offset = known = reported_offset(paths)
     if offset is None or offset > size:  # never reported, or the log was rebuilt: from its last row
         offset = _last_row_offset(paths, size)
+    if offset == size:
+        return None
     with open(paths.results, "rb") as f:
         f.seek(offset)
         pending = f.read(size - offset)
@@ -104,7 +106,8 @@ def _next_finished(paths: ExperimentPaths, session: Session) -> dict | None:
                 and follow_up(result, session.loop.baseline_repeats) is None):
             found = result
             break
-    set_reported(paths, offset)
+    if offset != known:
+        set_reported(paths, offset)
     return found
 
 
@@ -130,8 +133,9 @@ def stop_command(expr: str | None, all_runs: bool = False) -> int:
     if not running:
         print(f"dropped {' '.join(dropped)} from the queue" if dropped else "no run is in progress")
         return EXIT_OK
-    for index, _ in running:
-        os.kill(_supervisor_pid(paths, index), signal.SIGTERM)  # the supervisor turns this into an interrupt
+    for index, record in running:
+        if record is not None:  # (without one, its supervisor is between runs: with the queue gone, it stops)
+            os.kill(_supervisor_pid(paths, index), signal.SIGTERM)  # the supervisor turns this into an interrupt
     for index, _ in running:
         with IterationLock(paths.slot_lock(index)) as lock:
             if not lock.acquire(STOP_TIMEOUT):
