@@ -77,9 +77,11 @@ def record_owner(paths: ExperimentPaths, run_id: str, slot: int = 0, **extra: ob
 
 
 def live_owner(paths: ExperimentPaths, slot: int = 0) -> bool:
-    """Whether the process the slot's record names still runs (the same process: its start time agrees)."""
+    """Whether the process the slot's record names still runs (the same process: its start time
+    agrees). This process counts too: a supervisor whose lock file was deleted and made anew
+    must not take its own run for an orphan."""
     active = active_run(paths, slot)
-    if active is None or not isinstance(active.get("owner_pid"), int) or active["owner_pid"] == os.getpid():
+    if active is None or not isinstance(active.get("owner_pid"), int):
         return False
     start = process_start(active["owner_pid"])
     return start is not None and start == active.get("owner_start")
