@@ -43,7 +43,7 @@ def busy_error(paths: ExperimentPaths, running: list[dict] | None = None, idle: 
 
     running = [record for _, record in in_flight(paths)] if running is None else running
     if len(running) > 1:
-        ids = " ".join(str((r or {}).get("run_id", "?")) for r in running)
+        ids = run_ids(running)
         if idle:
             return ArError(f"{len(running)} runs of '{paths.slug}' are in flight ({ids}); this needs them finished",
                            "collect them with `ar wait --any --wait 540` until none is left, or interrupt them with `ar stop --all`", EXIT_BUSY)
@@ -55,6 +55,12 @@ def busy_error(paths: ExperimentPaths, running: list[dict] | None = None, idle: 
     else:
         what = f"run {active['run_id']}" if active and "run_id" in active else "another iteration"
     return ArError(f"{what} of '{paths.slug}' is still running", "re-attach with `ar wait --wait 540`, or interrupt it with `ar stop`", EXIT_BUSY)
+
+
+def run_ids(records: list[dict | None], shown: int = 6) -> str:
+    """'r0041 r0042 ... +3 more': the runs a line names, capped (64 slots make no long line)."""
+    ids = [str((r or {}).get("run_id", "?")) for r in records]
+    return " ".join(ids[:shown]) + (f" +{len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def process_start(pid: int) -> int | None:

@@ -1,7 +1,8 @@
-"""One iteration of the loop, `ar run`, top to bottom (SPEC §5).
+"""One iteration of the loop, `ar run` and `ar submit`, top to bottom (SPEC §5, §10).
 
-lock -> reconcile -> preflight -> snapshot -> detach -> launch and watch -> finalize
-(extract, decide, write the result, promote or restore, log, termination).
+books lock -> repair -> a free slot (or the queue) -> preflight -> snapshot -> detach ->
+launch and watch -> under the books lock: finalize (extract, decide, write the result, promote
+or restore, log, termination) -> the next queued run on the same slot.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def own_run(paths: ExperimentPaths, session: Session, run: RunPaths, budget: int
         if group is None:
             break
         with books(paths):
+            repair(paths)
             run = start_run(paths, source=paths.run(group["of"]).train_py, group=group, slot=slot, seconds=budget,
                             submitted=paths.run(group["of"]).submitted.exists())
         first = False

@@ -14,7 +14,7 @@ from ar import lines
 from ar.durable import read_json, read_json_or_none
 from ar.errors import EXIT_OK, EXIT_RUNNING, ArError, as_typed
 from ar.experiments import resolve_experiment
-from ar.active import active_run, busy_error
+from ar.active import active_run, busy_error, run_ids
 from ar.repair import repair
 from ar.layout import ExperimentPaths, format_run_id, run_number
 from ar.lock import IterationLock
@@ -64,12 +64,12 @@ def _wait_any(paths: ExperimentPaths, session: Session, wait: float | None) -> i
                     for line in lines.all_lines(paths, result, run_seconds(paths, session)):
                         print(line)
                     return lines.exit_code(result)
-                running = [record["run_id"] if record else "a run" for _, record in in_flight(paths)] + queued(paths)
+                running = [record or {"run_id": "a run"} for _, record in in_flight(paths)] + [{"run_id": r} for r in queued(paths)]
             if not running:
                 print("no run in flight; start one with `ar submit`")
                 return EXIT_OK
             if deadline is not None and time.monotonic() >= deadline:
-                print(as_typed(f"{' '.join(running)} still running; collect the next with `ar wait --any --wait 540`"))
+                print(as_typed(f"{run_ids(running)} still running; collect the next with `ar wait --any --wait 540`"))
                 return EXIT_RUNNING
             time.sleep(POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - time.monotonic())))
     except KeyboardInterrupt:
@@ -125,8 +125,7 @@ def stop_command(expr: str | None, all_runs: bool = False) -> int:
         repair(paths)
         running = in_flight(paths)
         if len(running) > 1 and not all_runs:
-            ids = " ".join((record or {}).get("run_id", "?") for _, record in running)
-            raise ArError(f"{len(running)} runs are in flight ({ids})", "interrupt them all with `ar stop --all`")
+            raise ArError(f"{len(running)} runs are in flight ({run_ids([r for _, r in running])})", "interrupt them all with `ar stop --all`")
         from ar.iteration import drop_queue
 
         dropped = drop_queue(paths)  # never started: nothing to interrupt or record
