@@ -27,7 +27,7 @@ FLAG = re.compile(r"(?<![\w-])--[a-z][a-z_-]*")
 OTHER_TOOLS = {"--project", "--no-dev", "--quiet", "--compile-bytecode", "--locked", "--python", "--plugin-dir", "--strict", "--mb", "--quick", "--baseline-rev", "--files", "--standalone", "--num_processes", "--multi_gpu", "--main_process_port", "--repeats", "--pairs", "--untracked-files", "--version", "--help", "--debug"}
 # A host program's own options, in examples of what train.py passes to it (tests/hosts/ projects).
 OTHER_TOOLS |= {"--lr", "--learning_rate", "--hidden", "--log_dir", "--max_steps", "--n_embd", "--n_layer", "--optimizer", "--out", "--warmup_ratio", "--weight_decay", "--config", "--output_dir", "--ckpt_dir", "--save_dir", "--seed", "--fp16", "--epochs"}
-OTHER_TOOLS |= {"--gres", "--mem", "--cpus-per-task", "--parsable", "--time", "--signal", "--output", "--no-follow"}  # sbatch's, sky's
+OTHER_TOOLS |= {"--gres", "--mem", "--cpus-per-task", "--parsable", "--time", "--signal", "--output", "--no-follow", "--export", "--no-requeue"}  # sbatch's, sky's
 OTHER_TOOLS |= {"--runs", "--train", "--think", "--slurm"}  # bench/bench_slots.py
 
 
