@@ -81,11 +81,18 @@ def child_env(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: 
     return env
 
 
+_PROCESSES = re.compile(r"--(?:nproc[-_]per[-_]node|num[-_]processes|num[-_]gpus)[= ](\d+)")
+
+
 def slot_gpus(session: Session) -> int:
-    """Devices per slot: as set, else 1 when several slots share the machine, else untouched (0)."""
+    """Devices per slot: as set; else, when several slots share the machine, one per process of
+    the runner (`--nproc-per-node 2`: 2), so a distributed run never shares a GPU; else 0 (untouched)."""
     if session.loop.gpus_per_slot is not None:
         return session.loop.gpus_per_slot
-    return 1 if session.loop.slots > 1 else 0
+    if session.loop.slots == 1:
+        return 0
+    match = _PROCESSES.search(session.experiment.runner)
+    return int(match.group(1)) if match else 1
 
 
 def watch(paths: ExperimentPaths, session: Session, run: RunPaths, seconds: int, on_spawn: Callable[[int], None], slot: int = 0):

@@ -256,3 +256,26 @@ def test_a_repair_killed_while_recording_an_out_of_order_orphan_is_finished_by_t
     status = project.ar("status", check=True).stdout
     assert "runs 3" in status, status
     assert sorted(row[0] for row in project.rows()) == ["r0001", "r0002", "r0003"]
+
+
+def test_each_slot_gets_its_share_of_the_visible_gpus(tmp_path: Path) -> None:
+    """Device lists only (no GPU here): slot k gets its G devices out of the user's own
+    CUDA_VISIBLE_DEVICES, G defaulting to the runner's processes per run."""
+    # a runner naming 2 processes per run, as `--launcher torchrun --nproc-per-node 2` writes one (no torch needed here)
+    project = make_project(tmp_path / "p", "--runner", "{python} {train_py} --nproc-per-node 2")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    three = clean_env(CUDA_VISIBLE_DEVICES="4,5,6")
+    refused = project.ar("session", "--slots", "2", env=three)
+    assert refused.returncode == 1 and "2 slots x 2 GPUs need 4 GPUs; 3 are visible" in refused.stderr, refused.stderr
+    four = clean_env(CUDA_VISIBLE_DEVICES="4,5,6,7")
+    project.ar("session", "--slots", "2", env=four, check=True)
+    for note in ("a", "b"):
+        project.train_py.write_text(gated(1.0, gate, ["started-r0001", "started-r0002"], note=note))
+        project.ar("submit", env=four, check=True)
+    devices = []
+    for _ in range(2):
+        done = project.ar("wait", "--any", "--wait", "60", env=four, timeout=120)
+        run_id = done.stdout.split()[1].rstrip(":")
+        devices.append(json.loads((gate / f"started-{run_id}").read_text())["CUDA_VISIBLE_DEVICES"])
+    assert sorted(devices) == ["4,5", "6,7"]

@@ -27,6 +27,7 @@ def session_command(expr: str | None, as_json: bool, **flags) -> int:
     if flags["resume"] is not None:
         _resume(paths, flags["resume"])
     if any(getattr(changed.loop, key) != getattr(session.loop, key) for key in SLOT_SETTINGS):
+        _check_gpus(changed)
         _check_idle(paths)  # slots and backend change only between runs
     if changed != session:
         save_session(paths.session, changed)
@@ -146,15 +147,19 @@ def _slot_changes(loop, f: dict) -> dict:
         except ValueError as exc:
             raise ArError(f"--sbatch-args cannot be parsed ({exc})", "quote it as a shell would, e.g. --sbatch-args '--gres=gpu:1 --mem=16G'") from None
         changes["sbatch_args"] = f["sbatch_args"].strip()
-    slots = changes.get("slots", loop.slots)
-    per_slot = changes.get("gpus_per_slot", loop.gpus_per_slot)
-    if changes.get("backend", loop.backend) == "local" and ("slots" in changes or "gpus_per_slot" in changes):
-        gpus = visible_gpus()
-        wanted = slots * (1 if per_slot is None and slots > 1 else per_slot or 0)
-        if gpus and wanted > gpus:
-            raise ArError(f"{slots} slots x {wanted // slots} GPUs need {wanted} GPUs; {gpus} are visible",
-                          f"use --slots {max(1, gpus // max(1, wanted // slots))}, or fewer --gpus-per-slot")
     return changes
+
+
+def _check_gpus(session: Session) -> None:
+    """Refuse more slots x GPUs than this machine shows (none shown: nothing to check)."""
+    from ar.launch import slot_gpus
+
+    loop = session.loop
+    per_slot = slot_gpus(session)
+    gpus = visible_gpus() if loop.backend == "local" and per_slot else 0
+    if gpus and loop.slots * per_slot > gpus:
+        raise ArError(f"{loop.slots} slots x {per_slot} GPUs need {loop.slots * per_slot} GPUs; {gpus} are visible",
+                      f"use --slots {max(1, gpus // per_slot)}, or set --gpus-per-slot")
 
 
 def _check_idle(paths: ExperimentPaths) -> None:
