@@ -111,7 +111,7 @@ def _apply_flags(session: Session, f: dict) -> Session:
         if f["prefer_simpler"] not in ("on", "off"):
             raise ArError(f"--prefer-simpler {f['prefer_simpler']!r} is not on or off", "give --prefer-simpler on (or off)")
         changes["prefer_simpler"] = f["prefer_simpler"] == "on"
-    changes.update(_slot_changes(loop, f))
+    changes.update(_slot_changes(f))
     if f["ack_baseline"]:
         changes["baseline_acknowledged"] = True
     if f["runner"] is not None:
@@ -125,7 +125,7 @@ MAX_SLOTS = 64
 SLOT_SETTINGS = ("slots", "gpus_per_slot", "backend", "partition", "sbatch_args")
 
 
-def _slot_changes(loop, f: dict) -> dict:
+def _slot_changes(f: dict) -> dict:
     changes = {}
     if f["slots"] is not None:
         changes["slots"] = _positive("slots", f["slots"], MAX_SLOTS)
