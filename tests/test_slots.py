@@ -279,3 +279,22 @@ def test_each_slot_gets_its_share_of_the_visible_gpus(tmp_path: Path) -> None:
         run_id = done.stdout.split()[1].rstrip(":")
         devices.append(json.loads((gate / f"started-{run_id}").read_text())["CUDA_VISIBLE_DEVICES"])
     assert sorted(devices) == ["4,5", "6,7"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--slots", "0"], "--slots 0 is out of range"),
+    (["--slots", "65"], "--slots 65 is out of range"),
+    (["--gpus-per-slot", "-1"], "--gpus-per-slot -1 is out of range"),
+    (["--backend", "k8s"], "--backend 'k8s' is unknown (fix: use one of: local, slurm)"),
+    (["--sbatch-args", "--mem='16G"], "--sbatch-args cannot be parsed (No closing quotation)"),
+])
+def test_bad_slot_settings_are_refused_in_one_line_and_change_nothing(project: Project, flags: list[str], message: str) -> None:
+    before = (project.expr / ".ar-session.json").read_bytes()
+    done = project.ar("session", *flags)
+    assert done.returncode == 1 and message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert (project.expr / ".ar-session.json").read_bytes() == before
+
+
+def test_the_slurm_backend_needs_sbatch(project: Project) -> None:
+    done = project.ar("session", "--backend", "slurm", env=clean_env(PATH="/nonexistent"))
+    assert done.returncode == 1 and "--backend slurm needs sbatch, which is not on PATH" in done.stderr, done.stderr
