@@ -65,9 +65,8 @@ def books(paths: ExperimentPaths):
     with IterationLock(paths.books_lock) as lock:
         if not lock.acquire(BOOKS_TIMEOUT):
             raise ArError(f"another ar process has held the books of '{paths.slug}' for over {BOOKS_TIMEOUT}s",
-                          "try again; if it persists, an ar process is stuck: `ar doctor` names it")
+                          f"try again; if it persists, an ar process is stuck: `fuser -v {paths.relative(paths.books_lock)}` names it")
         yield
-
 
 
 # The queue: runs waiting for a slot, oldest first, as {"run_id", "seconds"}. An entry is
