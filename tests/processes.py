@@ -95,6 +95,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Fail the test, naming what never happened, when predicate stays false for timeout seconds."""
+    assert wait_until(predicate, timeout), f"timed out waiting for {what}"
+
+
 def gone(pid: int) -> bool:
     """No such process, or only a zombie of it."""
     try:

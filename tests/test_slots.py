@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import Project, clean_env, make_project
+from processes import wait_for
 
 GATE_WAIT = 60  # a gated run gives up (and crashes) after this long: a broken test never hangs
 
@@ -59,13 +59,6 @@ def wait_any(project: Project, wait: float = 90) -> list[str]:
     done = project.ar("wait", "--any", "--wait", str(wait), timeout=wait + 60)
     assert done.returncode in (0, 4), done.stdout + done.stderr
     return done.stdout.splitlines()
-
-
-def wait_for(predicate, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_submitted_runs_run_at_once_and_are_collected_as_they_finish(tmp_path: Path) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 from conftest import Project, clean_env, make_project
+from processes import wait_for
 
 
 def slurm_project(tmp_path: Path, cluster, *session: str) -> tuple[Project, dict]:
@@ -36,13 +36,6 @@ def processes_of(run_dir: Path) -> list[int]:
             if str(run_dir).encode() in cmdline or f"{run_dir.parent.name}/{run_dir.name}".encode() in cmdline:
                 found.append(int(entry))
     return found
-
-
-def wait_for(predicate, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_runs_are_jobs_ok_crash_and_a_timeout_that_ignores_sigterm(tmp_path: Path, slurm_cluster) -> None:
